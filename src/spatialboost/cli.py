@@ -1,0 +1,124 @@
+"""The `spatialboost` command line. Each command validates the params file, calls one library
+entry point and prints what it did; `--help` works on every command.
+
+    spatialboost config show                 # the resolved, validated config as YAML
+    spatialboost world render --set world.n_train=16
+    spatialboost data manifest
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+import yaml
+
+from spatialboost.config import ConfigError, SpatialBoostConfig, load_config
+
+app = typer.Typer(
+    help="SpatialBoost: make vision encoders spatially aware through language.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and validate params files.", no_args_is_help=True)
+world_app = typer.Typer(help="The procedural 3D world (the demo's data).", no_args_is_help=True)
+data_app = typer.Typer(help="Image sources, manifests and quarantine.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(world_app, name="world")
+app.add_typer(data_app, name="data")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (demo: params.yaml, GPU: configs/paper.yaml)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-S", help="override a value: section.key=value (repeatable)")
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _clean_errors(fn: F) -> F:
+    """Turn a ConfigError into its message on stderr and exit code 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(params: Path, overrides: list[str] | None) -> SpatialBoostConfig:
+    return load_config(params, overrides or [])
+
+
+@config_app.command("show")
+@_clean_errors
+def config_show(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    section: Annotated[str | None, typer.Option(help="print only this section")] = None,
+) -> None:
+    """Print the resolved config (defaults filled in, overrides applied) as YAML."""
+    data = _load(params, overrides).model_dump(mode="json")
+    if section is not None:
+        if section not in data:
+            raise ConfigError(f"no section {section!r}; sections: {', '.join(data)}")
+        data = {section: data[section]}
+    typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@config_app.command("validate")
+@_clean_errors
+def config_validate(files: Annotated[list[Path], typer.Argument(help="params files to check")]) -> None:
+    """Validate params files; exit 2 naming every bad key."""
+    problems = []
+    for path in files:
+        try:
+            load_config(path)
+            typer.echo(f"{path}: ok")
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+@world_app.command("render")
+@_clean_errors
+def world_render(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Render the world dataset (train + test splits) into world.root; resumes if interrupted."""
+    from spatialboost.world import render_dataset
+
+    cfg = _load(params, overrides)
+    counts = render_dataset(cfg.world, Path(cfg.world.root), progress=progress)
+    typer.echo(json.dumps(counts))
+
+
+@data_app.command("manifest")
+@_clean_errors
+def data_manifest(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Read every image of data.source, write the manifest and the quarantine records."""
+    from spatialboost.data import build_manifest_from_config
+
+    cfg = _load(params, overrides)
+    report = build_manifest_from_config(cfg.data, progress=progress)
+    typer.echo(json.dumps(report.as_dict()))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

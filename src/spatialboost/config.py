@@ -1,0 +1,233 @@
+"""THE configuration schema: one pydantic model per params.yaml section.
+
+Every value the pipeline uses lives in params.yaml (the demo profile) or configs/paper.yaml
+(the GPU profile) and is validated here. Units are in each field's description. Unknown keys
+are errors, so a typo never silently falls back to a default.
+
+    cfg = load_config("params.yaml")                     # raises ConfigError, one line per problem
+    cfg = load_config("params.yaml", ["world.n_train=8"])  # dotted overrides, YAML-typed values
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SHAPE_CLASSES = ("cube", "sphere", "cylinder", "cone", "pyramid", "ellipsoid", "capsule")
+"""Shape classes the procedural world can render (world/shapes.py implements each)."""
+
+Range = Annotated[tuple[float, float], Field(description="[low, high], low <= high")]
+
+
+class ConfigError(ValueError):
+    """A params file that does not validate; `str()` is one line per problem, naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class WorldConfig(_Section):
+    """The procedural 3D world: the demo's images and the test suite's ground truth."""
+
+    root: str = Field("data/world", description="output folder of the RGB-D dataset")
+    seed: int = Field(0, ge=0, description="master seed; scene i of a split uses a seed derived from it")
+    n_train: int = Field(256, ge=0, description="training scenes")
+    n_test: int = Field(64, ge=0, description="held-out scenes (evaluation only)")
+    width: int = Field(128, ge=16, le=4096, description="image width, pixels")
+    height: int = Field(128, ge=16, le=4096, description="image height, pixels")
+    objects_per_scene: tuple[int, int] = Field((2, 8), description="[min, max] objects per scene")
+    classes: tuple[str, ...] = Field(SHAPE_CLASSES, description="shape classes to sample from")
+    object_size_m: Range = Field((0.15, 2.0), description="largest object extent, metres")
+    object_distance_m: Range = Field((1.0, 12.0), description="object distance from the camera, metres")
+    camera_height_m: Range = Field((0.6, 2.2), description="camera height above the ground, metres")
+    camera_pitch_deg: Range = Field((-25.0, -5.0), description="camera pitch, degrees (negative looks down)")
+    camera_roll_deg: Range = Field((-8.0, 8.0), description="camera roll about the optical axis, degrees")
+    fov_deg: Range = Field((50.0, 75.0), description="horizontal field of view, degrees")
+    rgb_noise_std: float = Field(0.02, ge=0.0, le=0.5, description="Gaussian RGB noise, fraction of full scale")
+
+    @field_validator(
+        "object_size_m", "object_distance_m", "camera_height_m", "camera_pitch_deg",
+        "camera_roll_deg", "fov_deg",
+    )
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"low {value[0]} is greater than high {value[1]}")
+        return value
+
+    @field_validator("objects_per_scene")
+    @classmethod
+    def _objects_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1 <= low <= high:
+            raise ValueError(f"needs 1 <= min <= max, got [{low}, {high}]")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(SHAPE_CLASSES))
+        if unknown:
+            raise ValueError(f"unknown shape classes {unknown}; known: {list(SHAPE_CLASSES)}")
+        if not value:
+            raise ValueError("needs at least one shape class")
+        return value
+
+    @field_validator("fov_deg")
+    @classmethod
+    def _fov_open(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 10.0 <= value[0] <= value[1] <= 150.0:
+            raise ValueError("field of view must lie within [10, 150] degrees")
+        return value
+
+
+class S3Config(_Section):
+    """Where S3 lives. Credentials never go here: boto3 reads them from the environment or an
+    AWS profile (`profile` names one)."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000; None = AWS")
+    region: str | None = Field(None, description="AWS region name")
+    profile: str | None = Field(None, description="AWS shared-config profile name (credentials stay in ~/.aws)")
+
+
+class DataConfig(_Section):
+    """The images the pipeline reads, and the limits that send bad files to quarantine."""
+
+    source: Literal["world", "folder", "s3"] = Field("world", description="kind of image source")
+    uri: str = Field("data/world", description="world dataset root, a local folder, or s3://bucket/prefix")
+    split: str | None = Field(None, description="world source only: read only this split (None = all)")
+    extensions: tuple[str, ...] = Field((".jpg", ".jpeg", ".png", ".webp"), description="image file suffixes, lower case")
+    max_file_bytes: int = Field(50_000_000, gt=0, description="larger files are quarantined, bytes")
+    max_pixels: int = Field(40_000_000, gt=0, description="larger images are quarantined (decompression bombs), pixels")
+    min_side_px: int = Field(16, ge=1, description="images with a smaller side are quarantined, pixels")
+    manifest: str = Field("data/manifest.jsonl", description="manifest output: one line per readable image")
+    quarantine: str = Field("data/quarantine.jsonl", description="quarantine output: one line per rejected file")
+    s3: S3Config = Field(default_factory=S3Config)
+
+    @model_validator(mode="after")
+    def _uri_matches_source(self) -> "DataConfig":
+        if (self.source == "s3") != self.uri.startswith("s3://"):
+            raise ValueError(f"source {self.source!r} does not match uri {self.uri!r} (s3 needs s3://bucket/prefix)")
+        return self
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [ext for ext in value if not ext.startswith(".") or ext != ext.lower()]
+        if bad:
+            raise ValueError(f"extensions must be lower case and start with '.': {bad}")
+        return value
+
+
+_REVISION = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ModelPin(_Section):
+    """One checkpoint on the Hugging Face Hub (or an OpenCLIP tag), pinned for reproducibility."""
+
+    repo_id: str = Field(description="hub id, e.g. apple/DepthPro-hf; or open_clip 'ARCH/TAG'")
+    revision: str | None = Field(None, description="40-hex commit sha; None = the repo's default branch (not reproducible)")
+
+    @field_validator("revision")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not _REVISION.match(value):
+            raise ValueError(f"revision must be a 40-hex commit sha, got {value!r}")
+        return value
+
+
+class HubConfig(_Section):
+    """Checkpoints `hub.py` downloads in the paper profile's own stage; empty in the demo."""
+
+    cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in")
+    models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
+
+
+class SpatialBoostConfig(_Section):
+    """The whole params file."""
+
+    profile: Literal["demo", "paper"] = Field("demo", description="demo: offline CPU world; paper: real models on GPUs")
+    seed: int = Field(0, ge=0, description="global seed for everything not seeded by its own section")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device; auto = cuda if available")
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
+
+    @model_validator(mode="after")
+    def _profile_consistent(self) -> "SpatialBoostConfig":
+        if self.profile == "demo" and self.hub.models:
+            raise ValueError("the demo profile is offline: hub.models must be empty")
+        return self
+
+
+def _format_errors(err: ValidationError, source: str, raw: dict[str, Any]) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(e["loc"][:-1])
+            msg = f"unknown key (allowed here: {', '.join(allowed)})"
+            if e["loc"][-1] in {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}:
+                msg = "credentials never go in params: use the environment or an AWS profile"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and e["type"] not in {"missing"} and not isinstance(e["input"], dict):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = SpatialBoostConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return []
+    return sorted(model.model_fields)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `raw` with `section.key=value` overrides applied (value parsed as YAML)."""
+    out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def validate_config(raw: dict[str, Any], source: str = "params") -> SpatialBoostConfig:
+    """Validate an already-parsed params mapping; raises ConfigError naming every bad key."""
+    try:
+        return SpatialBoostConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source, raw)) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> SpatialBoostConfig:
+    """Read, override and validate a params file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return validate_config(apply_overrides(raw, overrides or []), source=str(path))
