@@ -113,10 +113,9 @@ def data_manifest(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Read every image of data.source, write the manifest and the quarantine records."""
-    from spatialboost.data import build_manifest_from_config
+    from spatialboost.data import build_manifest_for
 
-    cfg = _load(params, overrides)
-    report = build_manifest_from_config(cfg.data, progress=progress)
+    report = build_manifest_for(_load(params, overrides).data, progress)
     typer.echo(json.dumps(report.as_dict()))
 
 

@@ -49,6 +49,7 @@ class WorldConfig(_Section):
     camera_roll_deg: Range = Field((-8.0, 8.0), description="camera roll about the optical axis, degrees")
     fov_deg: Range = Field((50.0, 75.0), description="horizontal field of view, degrees")
     rgb_noise_std: float = Field(0.02, ge=0.0, le=0.5, description="Gaussian RGB noise, fraction of full scale")
+    shard_size: int = Field(32, ge=1, description="images per render task (the unit of fan-out and retry)")
 
     @field_validator(
         "object_size_m", "object_distance_m", "camera_height_m", "camera_pitch_deg",
@@ -110,7 +111,7 @@ class DataConfig(_Section):
     s3: S3Config = Field(default_factory=S3Config)
 
     @model_validator(mode="after")
-    def _uri_matches_source(self) -> "DataConfig":
+    def _uri_matches_source(self) -> DataConfig:
         if (self.source == "s3") != self.uri.startswith("s3://"):
             raise ValueError(f"source {self.source!r} does not match uri {self.uri!r} (s3 needs s3://bucket/prefix)")
         return self
@@ -148,6 +149,14 @@ class HubConfig(_Section):
     models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
 
 
+class OrchestrationConfig(_Section):
+    """How flows fan work out. Dask and Ray runners come with the orchestration work (issue 7)."""
+
+    task_runner: Literal["threads"] = Field("threads", description="Prefect task runner for fan-out stages")
+    max_workers: int = Field(2, ge=1, description="concurrent tasks (threads) per flow")
+    metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
+
+
 class SpatialBoostConfig(_Section):
     """The whole params file."""
 
@@ -157,9 +166,10 @@ class SpatialBoostConfig(_Section):
     world: WorldConfig = Field(default_factory=WorldConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")
-    def _profile_consistent(self) -> "SpatialBoostConfig":
+    def _profile_consistent(self) -> SpatialBoostConfig:
         if self.profile == "demo" and self.hub.models:
             raise ValueError("the demo profile is offline: hub.models must be empty")
         return self

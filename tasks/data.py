@@ -1,0 +1,16 @@
+"""Tasks of the `manifest` stage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from spatialboost.config import DataConfig
+from spatialboost.data import build_manifest_for
+
+
+@task(name="build-manifest", retries=1, retry_delay_seconds=2)
+def build_manifest_task(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
+    """Inspect every image of the configured source; write manifest + quarantine; return counts."""
+    return build_manifest_for(cfg, progress).as_dict()
