@@ -121,3 +121,7 @@ def data_manifest(
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

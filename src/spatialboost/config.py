@@ -149,6 +149,75 @@ class HubConfig(_Section):
     models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
 
 
+class DepthModelConfig(_Section):
+    """Depth Pro (transformers `DepthProForDepthEstimation`): metric depth + focal length."""
+
+    model_path: str = Field("models/hub/depth", description="folder of a DepthPro checkpoint (hub.py puts it there)")
+    batch_size: int = Field(4, ge=1, description="images per forward")
+    min_depth_m: float = Field(0.05, gt=0, description="depth below this is invalid, metres")
+    max_depth_m: float = Field(1000.0, gt=0, description="depth above this is invalid, metres")
+    min_focal_px: float = Field(10.0, gt=0, description="smaller focal lengths are absurd, pixels")
+    max_focal_px: float = Field(1e5, gt=0, description="larger focal lengths are absurd, pixels")
+
+
+class SegmenterConfig(_Section):
+    """SAM 2 automatic masks and the filters applied to them."""
+
+    backend: Literal["hf", "official"] = Field("hf", description="hf: transformers Sam2Model; official: the sam2 package")
+    model_path: str = Field("models/hub/segmenter", description="checkpoint folder (hf) or checkpoint file (official)")
+    official_config: str = Field("configs/sam2.1/sam2.1_hiera_l.yaml", description="official backend: sam2 hydra config name")
+    batch_size: int = Field(4, ge=1, description="images per forward")
+    points_per_side: int = Field(32, ge=1, description="automatic-mask point grid, points per image side")
+    points_per_batch: int = Field(64, ge=1, description="prompt points per mask-decoder call")
+    pred_iou_thresh: float = Field(0.8, ge=0, le=1, description="drop masks whose predicted IoU is lower")
+    stability_thresh: float = Field(0.9, ge=0, le=1, description="drop masks whose stability score is lower")
+    min_area_px: int = Field(64, ge=1, description="drop smaller masks, pixels")
+    duplicate_iou: float = Field(0.7, gt=0, le=1, description="masks overlapping more are duplicates (keep the best)")
+    nested_containment: float = Field(0.9, gt=0, le=1, description="a mask this much inside another is nested (dropped)")
+
+
+class LabelerConfig(_Section):
+    """OpenCLIP zero-shot labels of mask crops over a vocabulary."""
+
+    model_name: str = Field("ViT-L-14", description="open_clip architecture name")
+    pretrained: str | None = Field("models/hub/labeler/open_clip_model.safetensors", description="checkpoint file (or None: random weights, tests only)")
+    vocabulary: tuple[str, ...] = Field(
+        ("person", "car", "chair", "table", "bottle", "cup", "dog", "cat", "tree", "building", "sofa", "bed"),
+        description="label names the labeler chooses from",
+    )
+    templates: tuple[str, ...] = Field(("a photo of a {}.",), description="prompt templates, {} is the label")
+    batch_size: int = Field(32, ge=1, description="crops per forward")
+    min_score: float = Field(0.0, ge=0, le=1, description="objects whose best label scores lower are dropped")
+
+
+class ObjectGeometryConfig(_Section):
+    """From depth + masks to canonical 3D objects (geometry/)."""
+
+    ransac_threshold_m: float = Field(0.02, gt=0, description="ground-plane inlier distance, metres")
+    ransac_iterations: int = Field(200, ge=1, description="RANSAC hypotheses")
+    ransac_min_inliers: int = Field(50, ge=3, description="fewer plane inliers means no plane found")
+    max_points_per_object: int = Field(4000, ge=10, description="object point clouds are subsampled to this many")
+    min_points_per_object: int = Field(10, ge=1, description="objects with fewer valid points are dropped, points")
+    outlier_removal: bool = Field(True, description="statistical + largest-cluster outlier removal")
+
+
+class ExtractConfig(_Section):
+    """Stage 1 of the paper: every image -> a canonical 3D scene record."""
+
+    backend: Literal["ground_truth", "models"] = Field(
+        "ground_truth", description="ground_truth: depth/masks/labels from an RGB-D dataset; models: Depth Pro + SAM 2 + OpenCLIP"
+    )
+    output: str = Field("data/scenes", description="folder of the scene-record shards")
+    shard_size: int = Field(64, ge=1, description="images per shard (the unit of resume and fan-out)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="model dtype (bfloat16 on GPU)")
+    min_objects: int = Field(1, ge=1, description="images with fewer objects are quarantined")
+    n_overlays: int = Field(8, ge=0, description="PNG overlays (masks, labels, 3D boxes, depth) for a sample of images")
+    depth: DepthModelConfig = Field(default_factory=DepthModelConfig)
+    segmenter: SegmenterConfig = Field(default_factory=SegmenterConfig)
+    labeler: LabelerConfig = Field(default_factory=LabelerConfig)
+    geometry: ObjectGeometryConfig = Field(default_factory=ObjectGeometryConfig)
+
+
 class OrchestrationConfig(_Section):
     """How flows fan work out. Dask and Ray runners come with the orchestration work (issue 7)."""
 
@@ -166,6 +235,7 @@ class SpatialBoostConfig(_Section):
     world: WorldConfig = Field(default_factory=WorldConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")
