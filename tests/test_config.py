@@ -112,7 +112,7 @@ def test_cli_typo_gives_one_line_not_a_traceback(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"], ["hub", "fetch"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

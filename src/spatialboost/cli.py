@@ -29,9 +29,11 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect and validate params files.", no_args_is_help=True)
 world_app = typer.Typer(help="The procedural 3D world (the demo's data).", no_args_is_help=True)
 data_app = typer.Typer(help="Image sources, manifests and quarantine.", no_args_is_help=True)
+hub_app = typer.Typer(help="Pinned checkpoints of the paper profile (the only downloads).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
+app.add_typer(hub_app, name="hub")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (demo: params.yaml, GPU: configs/paper.yaml)")]
 SetOpt = Annotated[
@@ -117,6 +119,20 @@ def data_manifest(
 
     report = build_manifest_for(_load(params, overrides).data, progress)
     typer.echo(json.dumps(report.as_dict()))
+
+
+@hub_app.command("fetch")
+@_clean_errors
+def hub_fetch(
+    params: ParamsOpt = Path("configs/paper.yaml"),
+    overrides: SetOpt = None,
+    role: Annotated[list[str] | None, typer.Option(help="fetch only this role (repeatable)")] = None,
+) -> None:
+    """Download the pinned checkpoints of hub.models into hub.cache_dir/<role> (skips fetched ones)."""
+    from spatialboost.hub import fetch_models
+
+    paths = fetch_models(_load(params, overrides).hub, roles=role or None)
+    typer.echo(json.dumps({name: str(path) for name, path in paths.items()}))
 
 
 def main() -> None:  # pragma: no cover - console entry point

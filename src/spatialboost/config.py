@@ -131,7 +131,7 @@ _REVISION = re.compile(r"^[0-9a-f]{40}$")
 class ModelPin(_Section):
     """One checkpoint on the Hugging Face Hub (or an OpenCLIP tag), pinned for reproducibility."""
 
-    repo_id: str = Field(description="hub id, e.g. apple/DepthPro-hf; or open_clip 'ARCH/TAG'")
+    repo_id: str = Field(description="Hugging Face repository id, e.g. apple/DepthPro-hf")
     revision: str | None = Field(None, description="40-hex commit sha; None = the repo's default branch (not reproducible)")
 
     @field_validator("revision")
