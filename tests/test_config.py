@@ -108,7 +108,7 @@ def test_cli_typo_gives_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert [line for line in result.output.splitlines() if line] == [
-        f"error: {tmp_path / 'params.yaml'}: wrold: unknown key (allowed here: data, device, extract, hub, orchestration, profile, seed, world)"
+        f"error: {tmp_path / 'params.yaml'}: wrold: unknown key (allowed here: data, device, extract, hub, orchestration, profile, seed, synthesize, world)"
     ]
 
 

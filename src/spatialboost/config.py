@@ -218,6 +218,41 @@ class ExtractConfig(_Section):
     geometry: ObjectGeometryConfig = Field(default_factory=ObjectGeometryConfig)
 
 
+class TurnMix(_Section):
+    """How many turns of each level a conversation has (pixel -> object -> scene)."""
+
+    pixel: int = Field(3, ge=0, description="pixel-level turns: depth at a point, which of two points is closer")
+    object: int = Field(4, ge=0, description="object-level turns: 3D box, size, left/right, above/below, front/behind")
+    scene: int = Field(3, ge=0, description="scene-level turns: metric distances, closest object to another, ...")
+
+
+class SynthesizeConfig(_Section):
+    """Stage 2 of the paper: each 3D scene record -> one multi-turn spatial CoT conversation."""
+
+    output: str = Field("data/qa", description="folder of the conversation shards, sidecars and report")
+    seed: int = Field(0, ge=0, description="seed of question sampling and phrasing (per scene derived from it)")
+    shard_size: int = Field(256, ge=1, description="scenes per shard (the unit of resume and fan-out)")
+    n_turns: int = Field(10, ge=1, description="spatial turns per conversation (the paper: 10)")
+    mix: TurnMix = Field(default_factory=TurnMix)
+    order: Literal["forward", "reversed", "shuffled", "single_turn"] = Field(
+        "forward", description="turn order: forward (pixel -> object -> scene), or an ablation"
+    )
+    caption_turns: int = Field(0, ge=0, le=4, description="caption turns appended after the spatial ones (later paper version: 2)")
+    units: tuple[Literal["m", "cm", "ft", "in"], ...] = Field(("m", "cm"), description="units numeric answers are rendered in (sampled)")
+    decimals: int = Field(1, ge=0, le=3, description="decimals of rendered metric answers (m); other units scale it")
+    min_margin_m: float = Field(0.15, ge=0, description="relations whose margin is smaller are skipped, metres")
+    min_margin_rel: float = Field(0.1, ge=0, description="... or smaller than this fraction of the distance")
+    min_confidence: float = Field(0.3, ge=0, le=1, description="objects with lower extraction confidence are not asked about")
+    n_renderings: int = Field(6, ge=0, description="PNG renderings of sample conversations with what they mention drawn")
+
+    @model_validator(mode="after")
+    def _mix_fills_turns(self) -> "SynthesizeConfig":
+        total = self.mix.pixel + self.mix.object + self.mix.scene
+        if total != self.n_turns:
+            raise ValueError(f"mix adds up to {total} turns but n_turns is {self.n_turns}")
+        return self
+
+
 class OrchestrationConfig(_Section):
     """How flows fan work out. Dask and Ray runners come with the orchestration work (issue 7)."""
 
@@ -236,6 +271,7 @@ class SpatialBoostConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")
