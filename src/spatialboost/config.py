@@ -246,11 +246,22 @@ class SynthesizeConfig(_Section):
     n_renderings: int = Field(6, ge=0, description="PNG renderings of sample conversations with what they mention drawn")
 
     @model_validator(mode="after")
-    def _mix_fills_turns(self) -> "SynthesizeConfig":
+    def _mix_fills_turns(self) -> SynthesizeConfig:
         total = self.mix.pixel + self.mix.object + self.mix.scene
         if total != self.n_turns:
             raise ValueError(f"mix adds up to {total} turns but n_turns is {self.n_turns}")
         return self
+
+
+class TrackingConfig(_Section):
+    """MLflow: where runs go and how encoders are registered. Credentials never go here."""
+
+    tracking_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking + registry URI (sqlite path, or http://host:port of `mlflow server`)")
+    artifact_location: str = Field("mlartifacts", description="artifact root of new experiments with a local store (folder or s3://...)")
+    experiment: str = Field("spatialboost-{profile}", description="experiment name; {profile} is replaced")
+    registry_prefix: str = Field("spatialboost-", description="registered model name = prefix + encoder name")
+    champion_metric: str = Field("boosted.vqa_relative_depth_acc.mean", description="metric that decides the `champion` alias")
+    champion_mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower is better")
 
 
 class OrchestrationConfig(_Section):
@@ -272,6 +283,7 @@ class SpatialBoostConfig(_Section):
     hub: HubConfig = Field(default_factory=HubConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")
