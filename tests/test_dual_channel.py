@@ -1,0 +1,171 @@
+"""Dual-channel attention: identity at initialisation, trainable set, parameter growth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from spatialboost.models.dual_channel import (
+    ATTENTION_NAMES,
+    DualChannelAttention,
+    add_dual_channel,
+    dual_channel_layers,
+    dual_channel_parameters,
+    gate_values,
+)
+from spatialboost.models.encoders import CLIPVisionEncoder, Dinov2Encoder, OpenCLIPEncoder, VisionEncoder
+from tests.tiny_vlm import FAMILIES, IMAGE_PX, tiny_encoder
+
+ATOL = 1e-5  # fp32, max abs difference
+
+
+def _all_states(encoder: VisionEncoder, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = encoder(pixels, output_hidden_states=True)
+    return torch.stack(out.hidden_states)  # (L + 1, B, T, D)
+
+
+def _perturb_attn_plus(encoder: VisionEncoder, scale: float = 0.05) -> None:
+    with torch.no_grad():
+        for layer in dual_channel_layers(encoder):
+            for p in layer.attn_plus.parameters():
+                p.add_(scale * torch.randn_like(p))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_identity_at_initialisation(family: str) -> None:
+    torch.manual_seed(1)
+    pixels = torch.randn(2, 3, IMAGE_PX, IMAGE_PX)
+    encoder = tiny_encoder(family, feature_layer=-1, apply_final_norm=True)
+    before = _all_states(encoder, pixels)
+    final_before = encoder(pixels).patch_tokens.detach()
+
+    report = add_dual_channel(encoder)
+    assert report.n_layers == encoder.num_layers == 2
+    assert len(dual_channel_layers(encoder)) == 2
+    assert all(isinstance(getattr(b, ATTENTION_NAMES[family]), DualChannelAttention) for b in encoder.blocks)
+    assert (gate_values(encoder) == 0.5).all()  # a = 0 -> alpha = 0.5
+    assert (_all_states(encoder, pixels) - before).abs().max() <= ATOL
+    assert (encoder(pixels).patch_tokens - final_before).abs().max() <= ATOL
+
+    # any gate is still the identity while Attn+ == Attn ...
+    with torch.no_grad():
+        for layer in dual_channel_layers(encoder):
+            layer.gate.normal_(0, 2)
+    assert (_all_states(encoder, pixels) - before).abs().max() <= ATOL
+
+    # ... and the output moves once Attn+ differs
+    _perturb_attn_plus(encoder)
+    assert (_all_states(encoder, pixels) - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gate_mixes_per_channel(family: str) -> None:
+    """alpha -> 1 recovers the original attention, alpha -> 0 is Attn+ alone."""
+    torch.manual_seed(2)
+    pixels = torch.randn(1, 3, IMAGE_PX, IMAGE_PX)
+    encoder = tiny_encoder(family)
+    add_dual_channel(encoder)
+    _perturb_attn_plus(encoder, 0.2)
+    layer = dual_channel_layers(encoder)[0]
+    x = torch.randn(1, 5, 32)
+    args = (x, x, x) if family == "open_clip" else (x,)  # MHA takes (q, k, v); HF takes hidden_states
+    with torch.no_grad():
+        y = layer.attn(*args)[0]
+        y_plus = layer.attn_plus(*args)[0]
+        layer.gate.copy_(torch.linspace(-30, 30, 32))  # alpha ~ 0 on the first channels, ~ 1 on the last
+        mixed = layer(*args)
+    assert isinstance(mixed, tuple)  # the library's tuple return is kept
+    torch.testing.assert_close(mixed[0][..., :4], y_plus[..., :4], rtol=0, atol=1e-6)
+    torch.testing.assert_close(mixed[0][..., -4:], y[..., -4:], rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert encoder(pixels).patch_tokens.isfinite().all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_attn_plus_and_gates_train(family: str) -> None:
+    encoder = tiny_encoder(family)
+    report = add_dual_channel(encoder)
+    params = dual_channel_parameters(encoder)
+    names = {id(p): n for n, p in encoder.named_parameters()}
+    assert all(".attn_plus." in names[id(p)] or names[id(p)].endswith(".gate") for p in params)
+    trainable = [p for p in encoder.parameters() if p.requires_grad]
+    assert {id(p) for p in trainable} == {id(p) for p in params}
+    assert sum(p.numel() for p in params) == report.params_added
+    for layer in dual_channel_layers(encoder):
+        assert not any(p.requires_grad for p in layer.attn.parameters())  # the original attention is frozen
+        for p_orig, p_plus in zip(layer.attn.parameters(), layer.attn_plus.parameters(), strict=True):
+            assert p_orig is not p_plus and torch.equal(p_orig, p_plus)  # a copy, same initial weights
+
+    # one optimiser step moves Attn+ and the gates, nothing else
+    frozen = {n: p.detach().clone() for n, p in encoder.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    pixels = torch.randn(2, 3, IMAGE_PX, IMAGE_PX)
+    for step in range(2):
+        optimizer.zero_grad()
+        encoder(pixels).patch_tokens.square().mean().backward()
+        assert all(p.grad is None for p in encoder.parameters() if not p.requires_grad)
+        assert all(p.grad is not None for p in params)
+        gate_grad = torch.stack([layer.gate.grad for layer in dual_channel_layers(encoder)])
+        # d/da [alpha Attn + (1 - alpha) Attn+] = alpha'(Attn - Attn+): zero (up to fp noise: torch's MHA
+        # takes its fused path for the frozen copy only) until Attn+ has moved
+        assert (gate_grad.abs().max() < 1e-7) == (step == 0)
+        optimizer.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in encoder.named_parameters() if n in frozen)
+    assert not (gate_values(encoder) == 0.5).all()
+
+
+def test_keep_rest_trainable_and_no_double_wrap() -> None:
+    encoder = tiny_encoder("dinov2")
+    add_dual_channel(encoder, freeze_rest=False)
+    layer = dual_channel_layers(encoder)[0]
+    assert not any(p.requires_grad for p in layer.attn.parameters())
+    assert encoder.model.embeddings.patch_embeddings.projection.weight.requires_grad
+    with pytest.raises(ValueError, match="already"):
+        add_dual_channel(encoder)
+    with pytest.raises(ValueError, match="no dual-channel"):
+        gate_values(tiny_encoder("clip"))
+
+
+def _vit_large(family: str) -> VisionEncoder:
+    """ViT-L/14-shaped encoders on the meta device: real parameter counts, no memory."""
+    import open_clip
+    from transformers import CLIPVisionConfig, Dinov2Config
+
+    vit_l = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, patch_size=14)
+    with torch.device("meta"):
+        if family == "dinov2":
+            return Dinov2Encoder.from_config(Dinov2Config(**vit_l, image_size=518))
+        if family == "clip":
+            return CLIPVisionEncoder.from_config(CLIPVisionConfig(**vit_l, image_size=336))
+        return OpenCLIPEncoder.from_config(open_clip.get_model_config("ViT-L-14"))
+
+
+@pytest.mark.parametrize("family", ["dinov2", "clip", "open_clip"])
+def test_parameter_growth_vit_large(family: str) -> None:
+    """ViT-L/14: Attn+ (q, k, v, out projections) + gates add 100.8M parameters to ~304M: 33.1%."""
+    encoder = _vit_large(family)
+    assert encoder.device.type == "meta"
+    report = add_dual_channel(encoder)
+    d, layers = 1024, 24
+    assert report.n_layers == layers
+    assert report.params_added == layers * (4 * d * d + 4 * d + d)  # 4 projections + biases + gate
+    assert 303e6 < report.params_before < 305e6
+    assert report.growth_fraction == pytest.approx(0.331, abs=0.002)
+
+
+def test_wraps_any_signature() -> None:
+    """The wrapper forwards positional and keyword arguments unchanged, tensor or tuple returns."""
+
+    class Plain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+            return self.proj(x) * scale
+
+    layer = DualChannelAttention(Plain(), dim=4)
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(layer(x, scale=2.0), layer.attn(x, scale=2.0))
