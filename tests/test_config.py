@@ -108,11 +108,11 @@ def test_cli_typo_gives_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert [line for line in result.output.splitlines() if line] == [
-        f"error: {tmp_path / 'params.yaml'}: wrold: unknown key (allowed here: data, device, extract, hub, orchestration, profile, seed, synthesize, world)"
+        f"error: {tmp_path / 'params.yaml'}: wrold: unknown key (allowed here: bootstrap, data, device, extract, hub, orchestration, profile, seed, synthesize, tracking, train, world)"
     ]
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"], ["hub", "fetch"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"], ["hub", "fetch"], ["pull"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

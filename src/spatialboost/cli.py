@@ -135,6 +135,34 @@ def hub_fetch(
     typer.echo(json.dumps({name: str(path) for name, path in paths.items()}))
 
 
+@app.command("pull")
+@_clean_errors
+def pull(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION, e.g. spatialboost-dinov2-small@champion")],
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    out: Annotated[Path | None, typer.Option(help="download folder (default: models/pulled/<ref>)")] = None,
+    image: Annotated[Path | None, typer.Option(help="embed this image and print the embedding's shape")] = None,
+) -> None:
+    """Download an encoder from the MLflow registry (safetensors + config) and check it loads."""
+    from spatialboost.models.export import load_exported_encoder
+    from spatialboost.tracking import download_encoder, embed_images, resolve_tracking_uri
+
+    cfg = _load(params, overrides)
+    name, sep, alias = ref.partition("@")
+    uri = f"models:/{name}@{alias}" if sep else f"models:/{ref}"
+    dst = out or Path("models/pulled") / ref.replace("@", "-").replace("/", "-")
+    folder = download_encoder(uri, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri), dst=dst)
+    encoder = load_exported_encoder(folder)
+    result: dict[str, object] = {"model_uri": uri, "folder": str(folder)}
+    if image is not None:
+        from spatialboost.data import ImageLimits, decode_image
+
+        pixels = decode_image(image.read_bytes(), ImageLimits.from_config(cfg.data))
+        result["embedding_shape"] = list(embed_images(encoder, pixels[None]).shape)
+    typer.echo(json.dumps(result))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 
