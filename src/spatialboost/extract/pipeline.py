@@ -1,0 +1,327 @@
+"""The extraction stage over a whole manifest: shards of scene records, resumable, deterministic.
+
+Layout of the output folder (cfg.extract.output):
+
+    shard-00000.quarantine.jsonl   one QuarantineRecord per image of shard 0 that failed
+    shard-00000.jsonl              one SceneRecord per image of shard 0 that succeeded
+    ...
+    params.json                    the settings the shards were made with; other settings on a
+                                   rerun make every shard stale
+    manifest.json                  schema version, params, every shard's files with sha256 and
+                                   counts, totals, quarantine counts by reason; written last
+    overlays/<id>.png              masks, labels, projected 3D boxes and depth, for a sample
+
+Every file is written under a temporary name and renamed into place. A shard's records file
+is renamed last, so its existence means the shard is complete; a killed run never leaves a
+partial shard visible, and a rerun resumes at the first missing shard. Each image's
+randomness comes from `image_rng(seed, id)`, so a shard's bytes do not depend on which run
+(or which worker) made it: same inputs, identical bytes.
+
+    ids = manifest_ids(cfg.data.manifest)             # images the data stage accepted
+    summary = run_extraction(cfg, ids, build_observer(cfg.extract, cfg.data, cfg.device))
+
+For fan-out, plan_shards + extract_shard per shard (any order, any worker) + finalize.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from spatialboost.config import ExtractConfig, SpatialBoostConfig
+from spatialboost.data.manifest import read_manifest
+from spatialboost.extract.observe import Observation, ObservationFailure, ObservationSource
+from spatialboost.extract.records import SCHEMA_VERSION, QuarantineRecord, SceneRecord
+from spatialboost.extract.scene import SceneFailure, build_scene, image_rng
+from spatialboost.io import open_text_atomic, remove_stale_temporaries, write_json_atomic
+
+MANIFEST_NAME = "manifest.json"
+PARAMS_NAME = "params.json"
+OVERLAY_DIR = "overlays"
+NOT_PARAMS = {"output", "n_overlays"}
+"""ExtractConfig fields that change no byte of a shard."""
+
+
+@dataclass(frozen=True)
+class ShardReport:
+    """What one shard holds. by_reason: quarantine counts by reason code."""
+
+    index: int
+    n_images: int
+    n_records: int
+    n_quarantined: int
+    n_objects: int
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def records_path(out_dir: str | os.PathLike[str], index: int) -> Path:
+    """shard-NNNNN.jsonl: the scene records of shard `index`; its existence marks the shard complete."""
+    return Path(out_dir) / f"shard-{index:05d}.jsonl"
+
+
+def quarantine_path(out_dir: str | os.PathLike[str], index: int) -> Path:
+    """shard-NNNNN.quarantine.jsonl: the quarantine records of shard `index`."""
+    return Path(out_dir) / f"shard-{index:05d}.quarantine.jsonl"
+
+
+def manifest_ids(manifest: str | os.PathLike[str]) -> list[str]:
+    """The ids of a data manifest (data.manifest), in order: images the data stage accepted."""
+    return [entry.id for entry in read_manifest(manifest)]
+
+
+def plan_shards(ids: Sequence[str], shard_size: int) -> list[list[str]]:
+    """`ids` in consecutive chunks of `shard_size` (the last may be shorter); ids must be unique."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    ids = list(ids)
+    repeated = sorted(image_id for image_id, n in Counter(ids).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{len(repeated)} ids appear more than once, e.g. {repeated[0]!r}")
+    return [ids[start : start + shard_size] for start in range(0, len(ids), shard_size)]
+
+
+def extract_shard(
+    observer: ObservationSource,
+    ids: Sequence[str],
+    shard_index: int,
+    cfg: ExtractConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+) -> ShardReport:
+    """Observe `ids` (one batch), build their scenes and write the shard's two files.
+
+    Every id ends in exactly one of them: a scene record or a quarantine record. The quarantine
+    file is written first, the records file last (both atomically).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records, quarantined = extract_records(observer, ids, cfg, seed=seed)
+    with open_text_atomic(quarantine_path(out_dir, shard_index)) as handle:
+        handle.writelines(record.to_json() + "\n" for record in quarantined)
+    with open_text_atomic(records_path(out_dir, shard_index)) as handle:
+        handle.writelines(record.to_json() + "\n" for record in records)
+    return ShardReport(
+        index=shard_index,
+        n_images=len(ids),
+        n_records=len(records),
+        n_quarantined=len(quarantined),
+        n_objects=sum(len(record.objects) for record in records),
+        by_reason=dict(sorted(Counter(record.reason for record in quarantined).items())),
+    )
+
+
+def extract_records(
+    observer: ObservationSource, ids: Sequence[str], cfg: ExtractConfig, *, seed: int = 0
+) -> tuple[list[SceneRecord], list[QuarantineRecord]]:
+    """Scene and quarantine records of `ids`, in id order, without writing anything."""
+    observations = observer.observe(list(ids))
+    if len(observations) != len(ids):
+        raise RuntimeError(f"observer returned {len(observations)} results for {len(ids)} ids")
+    records: list[SceneRecord] = []
+    quarantined: list[QuarantineRecord] = []
+    for image_id, item in zip(ids, observations, strict=True):
+        result = scene_or_failure(item, cfg, seed)
+        if isinstance(result, SceneRecord):
+            records.append(result)
+        else:
+            quarantined.append(QuarantineRecord(id=image_id, uri=item.uri, reason=result.reason, detail=result.detail))
+    return records, quarantined
+
+
+def scene_or_failure(
+    item: Observation | ObservationFailure, cfg: ExtractConfig, seed: int
+) -> SceneRecord | SceneFailure:
+    """The scene of one observer result, or the failure (the observer's or the geometry's)."""
+    if isinstance(item, ObservationFailure):
+        return SceneFailure(item.reason, item.detail)
+    return build_scene(
+        item,
+        cfg.geometry,
+        image_rng(seed, item.image_id),
+        min_objects=cfg.min_objects,
+        min_focal_px=cfg.depth.min_focal_px,
+        max_focal_px=cfg.depth.max_focal_px,
+    )
+
+
+def shard_is_complete(out_dir: str | os.PathLike[str], index: int, ids: Sequence[str]) -> bool:
+    """True when shard `index` was fully written for exactly these ids (a changed manifest or
+    shard size makes an old shard stale, and it is recomputed)."""
+    records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
+    if not (records.exists() and quarantine.exists()):
+        return False
+    try:
+        found = [SceneRecord.from_json(line).image_id for line in _lines(records)]
+        found += [QuarantineRecord.from_json(line).id for line in _lines(quarantine)]
+    except ValueError:  # an older schema or a damaged file: recompute
+        return False
+    return sorted(found) == sorted(ids)
+
+
+def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
+    """Write manifest.json over shards 0 .. n_shards - 1 (all must be complete); returns it.
+
+    The manifest has no timestamps: the same shards give the same bytes.
+    """
+    out_dir = Path(out_dir)
+    shards = []
+    by_reason: Counter[str] = Counter()
+    for index in range(n_shards):
+        records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
+        if not records.exists() or not quarantine.exists():
+            raise FileNotFoundError(f"{out_dir}: shard {index} is not complete ({records.name} missing)")
+        record_lines, quarantine_lines = _lines(records), _lines(quarantine)
+        reasons = Counter(QuarantineRecord.from_json(line).reason for line in quarantine_lines)
+        by_reason += reasons
+        shards.append({
+            "index": index,
+            "records": records.name,
+            "records_sha256": _sha256(records),
+            "quarantine": quarantine.name,
+            "quarantine_sha256": _sha256(quarantine),
+            "n_records": len(record_lines),
+            "n_quarantined": len(quarantine_lines),
+            "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
+            "by_reason": dict(sorted(reasons.items())),
+        })  # fmt: skip
+    totals = {key: sum(shard[key] for shard in shards) for key in ("n_records", "n_quarantined", "n_objects")}
+    params_path = out_dir / PARAMS_NAME
+    manifest = {
+        "format": "spatialboost-scenes",
+        "schema_version": SCHEMA_VERSION,
+        "params": json.loads(params_path.read_text()) if params_path.exists() else None,
+        "n_shards": n_shards,
+        "shards": shards,
+        "totals": {"n_images": totals["n_records"] + totals["n_quarantined"], **totals},
+        "quarantine_by_reason": dict(sorted(by_reason.items())),
+    }
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def extraction_params(cfg: SpatialBoostConfig, backend: str) -> dict[str, Any]:
+    """Everything that decides a shard's bytes besides its ids: written to params.json."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "seed": cfg.seed,
+        "backend": backend,
+        "data_uri": cfg.data.uri,
+        "extract": cfg.extract.model_dump(mode="json", exclude=NOT_PARAMS),
+    }
+
+
+def prepare_output(out_dir: str | os.PathLike[str], n_shards: int, params: dict[str, Any]) -> None:
+    """Create the folder and make what is in it safe to resume from.
+
+    Removes crash temporaries and the old manifest (rewritten when the run completes), shards
+    past `n_shards` (a larger earlier run), and every shard when params.json differs from
+    `params` (shards made with other settings are stale); then writes params.json.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    params_path = out_dir / PARAMS_NAME
+    same_params = params_path.exists() and json.loads(params_path.read_text()) == params
+    for path in sorted(out_dir.glob("shard-*.jsonl")):
+        index = int(path.name[len("shard-") : len("shard-") + 5])
+        if index >= n_shards or not same_params:
+            path.unlink()
+    write_json_atomic(params_path, params)
+
+
+def run_extraction(
+    cfg: SpatialBoostConfig,
+    ids: Sequence[str],
+    observer: ObservationSource,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract every id into cfg.extract.output, skipping shards already complete; then write the
+    manifest and cfg.extract.n_overlays overlays. Returns the summary for metrics/extract.json."""
+    out_dir = Path(cfg.extract.output)
+    shards = plan_shards(ids, cfg.extract.shard_size)
+    prepare_output(out_dir, len(shards), extraction_params(cfg, observer.backend))
+    n_skipped = 0
+    with tqdm(total=len(ids), desc="extract", unit="img", disable=not progress) as bar:
+        for index, shard_ids in enumerate(shards):
+            if shard_is_complete(out_dir, index, shard_ids):
+                n_skipped += 1
+            else:
+                extract_shard(observer, shard_ids, index, cfg.extract, out_dir, seed=cfg.seed)
+            bar.update(len(shard_ids))
+    manifest = finalize(out_dir, len(shards))
+    n_overlays = write_sample_overlays(observer, out_dir, ids, len(shards), cfg.extract.n_overlays)
+    totals = manifest["totals"]
+    return {
+        "backend": observer.backend,
+        "n_shards": len(shards),
+        "n_shards_skipped": n_skipped,
+        **totals,
+        "objects_per_record": totals["n_objects"] / totals["n_records"] if totals["n_records"] else 0.0,
+        "quarantine_by_reason": manifest["quarantine_by_reason"],
+        "n_overlays": n_overlays,
+    }
+
+
+def overlay_sample(ids: Sequence[str], n: int) -> list[str]:
+    """n ids spread evenly over `ids` (first and last included), in order."""
+    if n <= 0 or not ids:
+        return []
+    if n >= len(ids):
+        return list(ids)
+    step = (len(ids) - 1) / max(n - 1, 1)
+    return [ids[int(i * step + 0.5)] for i in range(n)]
+
+
+def write_sample_overlays(observer: ObservationSource, out_dir: Path, ids: Sequence[str], n_shards: int, n: int) -> int:
+    """overlays/<id>.png for an even sample of `n` recorded ids (quarantined ones have no boxes to
+    draw); the sampled images are observed again. Returns how many were written."""
+    from spatialboost.extract.overlay import write_overlay
+
+    wanted = set(overlay_sample(ids, n * 4))  # some of the sample may be quarantined
+    records: dict[str, SceneRecord] = {}
+    for index in range(n_shards):
+        for line in _lines(records_path(out_dir, index)):
+            record = SceneRecord.from_json(line)
+            if record.image_id in wanted:
+                records[record.image_id] = record
+    chosen = overlay_sample([image_id for image_id in ids if image_id in records], n)
+    if not chosen:
+        return 0
+    folder = out_dir / OVERLAY_DIR
+    folder.mkdir(exist_ok=True)
+    remove_stale_temporaries(folder)
+    written = 0
+    for image_id, item in zip(chosen, observer.observe(chosen), strict=True):
+        if isinstance(item, Observation):
+            write_overlay(folder / f"{_file_name(image_id)}.png", item, records[image_id])
+            written += 1
+    return written
+
+
+def _file_name(image_id: str) -> str:
+    """An id as a file name: folder-source ids are relative paths ("sub/a.jpg")."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", image_id)
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line for line in handle if line.strip()]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
