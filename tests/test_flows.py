@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.extract import extract_flow
 from flows.manifest import manifest_flow
 from flows.world import world_flow
 from spatialboost.data import RGBDDataset, read_manifest
+from spatialboost.extract.records import SceneRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +25,7 @@ def tiny_params(tmp_path: Path) -> Path:
         uri=str(tmp_path / "world"), manifest=str(tmp_path / "manifest.jsonl"), quarantine=str(tmp_path / "q.jsonl")
     )
     params["orchestration"]["metrics_dir"] = str(tmp_path / "metrics")
+    params["extract"].update(output=str(tmp_path / "scenes"), shard_size=4, n_overlays=2)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -44,3 +47,17 @@ def test_world_then_manifest_flows_produce_the_dataset_and_metrics(
     counts = manifest_flow(params=str(tiny_params), overrides=["world.n_train=6"])
     assert counts == {"n_ok": 9, "n_quarantined": 0, "n_total": 9, "by_reason": {}}
     assert len(read_manifest(tmp_path / "manifest.jsonl")) == 9
+
+    extracted = extract_flow(params=str(tiny_params), overrides=["world.n_train=6"])
+    assert extracted["n_images"] == 9 and extracted["n_shards"] == 3 and extracted["n_shards_skipped"] == 0
+    assert extracted["n_records"] + extracted["n_quarantined"] == 9
+    records = [SceneRecord.from_json(line) for path in sorted((tmp_path / "scenes").glob("shard-*[0-9].jsonl"))
+               for line in path.read_text().splitlines()]
+    assert sorted(r.image_id for r in records) == sorted(
+        i for i in dataset.ids() + ["train-000005"] if i not in {q["id"] for q in _quarantined(tmp_path)})
+    assert extracted["accuracy"]["n_scenes"] == 3  # measured on the test split against the world's truth
+    assert extract_flow(params=str(tiny_params), overrides=["world.n_train=6"])["n_shards_skipped"] == 3  # resume
+
+
+def _quarantined(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for path in (tmp_path / "scenes").glob("*.quarantine.jsonl") for line in path.read_text().splitlines()]

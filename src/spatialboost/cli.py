@@ -121,6 +121,23 @@ def data_manifest(
     typer.echo(json.dumps(report.as_dict()))
 
 
+@app.command("extract")
+@_clean_errors
+def extract(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Turn every image of data.manifest into a canonical 3D scene record (extract.output)."""
+    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.pipeline import manifest_ids, run_extraction
+
+    cfg = _load(params, overrides)
+    observer = build_observer(cfg.extract, cfg.data, cfg.device)
+    summary = run_extraction(cfg, manifest_ids(cfg.data.manifest), observer, progress=progress)
+    typer.echo(json.dumps(summary))
+
+
 @hub_app.command("fetch")
 @_clean_errors
 def hub_fetch(
