@@ -14,3 +14,23 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture
+def tiny_dvc_repo(tmp_path):
+    """A git + DVC repository with one stage that writes out.txt from a param."""
+    import os
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (repo / "params.yaml").write_text("greet:\n  name: world\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  greet:\n    cmd: python -c \"import yaml; n = yaml.safe_load(open('params.yaml'))['greet']['name'];"
+        " open('out.txt', 'w').write('hello ' + n)\"\n    params: [greet]\n    outs: [out.txt]\n"
+    )
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=repo, check=True, env=env)
+    return repo

@@ -108,7 +108,9 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         location = self.cfg.artifact_location
-        if location and "://" not in location:
+        if self.uri.startswith(("http://", "https://")):
+            location = None  # a tracking server decides (e.g. proxied S3 via --artifacts-destination)
+        elif location and "://" not in location:
             location = Path(location).resolve().as_uri()
         return self.client.create_experiment(self.experiment_name, artifact_location=location or None)
 

@@ -1,0 +1,354 @@
+"""The synthesis stage over the extraction's scene shards: resumable shards of conversations.
+
+Layout of the output folder (cfg.output):
+
+    shard-00000.llava.json      LLaVA conversations of QA shard 0 (formats.py)
+    shard-00000.parquet         the same, as a parquet `datasets` loads
+    shard-00000.jsonl           the typed sidecar: one line per conversation; written last
+    params.json                 the settings and the input shards' sha256 the shards were made
+                                with; any change makes every shard stale
+    conversations.json          all shards' LLaVA conversations in one list (finalize)
+    stats.json, stats.png       statistics of the whole set (report.py)
+    samples/<id>.png            sample conversations drawn on their images
+    manifest.json               schema version, params, every shard's files with sha256 and
+                                counts, totals; written last
+
+A QA shard is cfg.shard_size consecutive scenes of the input shards (scene-shard order, then
+line order). Its sidecar is renamed into place last, so its existence marks the shard
+complete, and a rerun skips complete shards. A conversation depends only on (cfg, its scene
+record, its depth map), so every shard's bytes are the same whichever run or worker made it.
+
+    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world",
+                         depth_reader=RGBDDepthReader("data/world"))
+
+For fan-out: `shards = plan(...)`, `prepare_output(cfg, shards)` once, `synthesize_shard` per
+shard (any order, any worker), then `finalize(cfg, shards, image_root)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+from tqdm import tqdm
+
+from spatialboost.config import SynthesizeConfig
+from spatialboost.extract.records import SceneRecord
+from spatialboost.io import open_text_atomic, remove_stale_temporaries, write_json_atomic
+from spatialboost.qa.conversation import ordered, synthesize_conversation
+from spatialboost.qa.formats import (
+    image_reference,
+    llava_record,
+    read_jsonl,
+    sidecar_record,
+    write_jsonl,
+    write_llava_json,
+    write_parquet,
+)
+from spatialboost.qa.report import conversation_stats, write_sample_png, write_stats_png
+from spatialboost.qa.turns import SCHEMA_VERSION
+
+DepthReader = Callable[[SceneRecord], "np.ndarray | None"]
+"""Scene record -> its (H, W) float32 depth map in metres, or None when there is none."""
+
+SCENE_SHARD = re.compile(r"^shard-(\d{5})\.jsonl$")
+"""Scene-record shards of the extraction stage (its quarantine files do not match)."""
+
+PARAMS_NAME = "params.json"
+MANIFEST_NAME = "manifest.json"
+SAMPLES_DIR = "samples"
+NOT_PARAMS = {"output", "n_renderings"}
+"""SynthesizeConfig fields that change no byte of a shard."""
+
+
+@dataclass(frozen=True)
+class SceneSlice:
+    """Lines [start, stop) of one scene-record shard file."""
+
+    path: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class QAShard:
+    """One unit of synthesis: the scenes of `sources`, in order, written as shard `index`."""
+
+    index: int
+    sources: tuple[SceneSlice, ...]
+
+    @property
+    def n_scenes(self) -> int:
+        return sum(s.stop - s.start for s in self.sources)
+
+
+class RGBDDepthReader:
+    """Depth maps from a `spatialboost-rgbd` dataset by image id (None for ids it lacks).
+
+    Opens the dataset on first use, so the reader is cheap to create and to send to a worker.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        self._dataset = None
+
+    def __call__(self, record: SceneRecord) -> np.ndarray | None:
+        from spatialboost.data.rgbd import RGBDDataset
+
+        if self._dataset is None:
+            self._dataset = RGBDDataset(self.root)
+        if record.image_id not in self._dataset:
+            return None
+        return self._dataset.depth(record.image_id)
+
+
+def scene_shard_files(scene_shards_dir: str | os.PathLike[str]) -> list[Path]:
+    """The extraction's shard-NNNNN.jsonl files, in shard order."""
+    folder = Path(scene_shards_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder of scene shards")
+    return sorted(p for p in folder.iterdir() if SCENE_SHARD.match(p.name))
+
+
+def plan(scene_shards_dir: str | os.PathLike[str], cfg: SynthesizeConfig) -> list[QAShard]:
+    """QA shards of cfg.shard_size consecutive scenes over every scene shard (reads line counts)."""
+    shards: list[QAShard] = []
+    current: list[SceneSlice] = []
+    room = cfg.shard_size
+    for path in scene_shard_files(scene_shards_dir):
+        n_lines = len(_lines(path))
+        start = 0
+        while start < n_lines:
+            stop = min(n_lines, start + room)
+            current.append(SceneSlice(str(path), start, stop))
+            room -= stop - start
+            start = stop
+            if room == 0:
+                shards.append(QAShard(len(shards), tuple(current)))
+                current, room = [], cfg.shard_size
+    if current:
+        shards.append(QAShard(len(shards), tuple(current)))
+    return shards
+
+
+def shard_paths(out_dir: str | os.PathLike[str], index: int) -> dict[str, Path]:
+    """The three files of QA shard `index`: llava, parquet, sidecar (the completion marker)."""
+    stem = Path(out_dir) / f"shard-{index:05d}"
+    return {
+        "llava": stem.with_name(stem.name + ".llava.json"),
+        "parquet": stem.with_name(stem.name + ".parquet"),
+        "sidecar": stem.with_name(stem.name + ".jsonl"),
+    }
+
+
+def synthesis_params(
+    cfg: SynthesizeConfig, shards: list[QAShard], image_root: str | os.PathLike[str] | None
+) -> dict[str, Any]:
+    """Everything that decides a shard's bytes: settings, image root and the inputs' sha256."""
+    inputs = sorted({s.path for shard in shards for s in shard.sources})
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "synthesize": cfg.model_dump(mode="json", exclude=NOT_PARAMS),
+        "image_root": None if image_root is None else os.path.abspath(image_root),
+        "inputs": {Path(p).name: _sha256(Path(p)) for p in inputs},
+    }
+
+
+def prepare_output(cfg: SynthesizeConfig, shards: list[QAShard], image_root: str | os.PathLike[str] | None) -> None:
+    """Create cfg.output and make it safe to resume from: remove crash temporaries, the old
+    manifest, shards past the plan, and every shard when params.json differs; write params.json."""
+    out_dir = Path(cfg.output)
+    inputs = {Path(s.path).parent.resolve() for shard in shards for s in shard.sources}
+    if out_dir.resolve() in inputs:
+        raise ValueError(f"{out_dir}: the output folder must not be the folder of the scene shards")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    params = synthesis_params(cfg, shards, image_root)
+    params_path = out_dir / PARAMS_NAME
+    same = params_path.exists() and json.loads(params_path.read_text()) == params
+    for path in sorted(out_dir.glob("shard-*")):
+        match = re.match(r"^shard-(\d{5})\.", path.name)
+        if match and (int(match.group(1)) >= len(shards) or not same):
+            path.unlink()
+    write_json_atomic(params_path, params)
+
+
+def shard_is_complete(cfg: SynthesizeConfig, shard: QAShard) -> bool:
+    """True when all three files of the shard exist (the sidecar is written last)."""
+    return all(path.exists() for path in shard_paths(cfg.output, shard.index).values())
+
+
+def read_scenes(shard: QAShard) -> list[SceneRecord]:
+    """The scene records of a shard, in order."""
+    records = []
+    for source in shard.sources:
+        records += [SceneRecord.from_json(line) for line in _lines(Path(source.path))[source.start : source.stop]]
+    return records
+
+
+def synthesize_shard(
+    shard: QAShard,
+    cfg: SynthesizeConfig,
+    image_root: str | os.PathLike[str] | None,
+    depth_reader: DepthReader | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write the three files of one shard (skipped when already complete); returns its counts."""
+    paths = shard_paths(cfg.output, shard.index)
+    if shard_is_complete(cfg, shard):
+        return {"index": shard.index, "skipped": True, **_counts(read_jsonl(paths["sidecar"]))}
+    llava, sidecar = [], []
+    for record in tqdm(read_scenes(shard), desc=f"qa shard {shard.index}", unit="scene", disable=not progress):
+        depth = depth_reader(record) if depth_reader is not None else None
+        conversation = synthesize_conversation(record, cfg, depth=depth)
+        image = image_reference(record.image_uri, image_root)
+        for conv_id, turns in ordered(conversation, cfg.order, cfg.seed):
+            llava.append(llava_record(conv_id, image, turns))
+            sidecar.append(sidecar_record(conv_id, image, cfg.order, conversation, turns))
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    write_llava_json(paths["llava"], llava)
+    write_parquet(paths["parquet"], llava, sidecar)
+    write_jsonl(paths["sidecar"], sidecar)
+    return {"index": shard.index, "skipped": False, **_counts(sidecar)}
+
+
+def _counts(sidecar: list[dict[str, Any]]) -> dict[str, int]:
+    return {
+        "n_scenes": len({r["image_id"] for r in sidecar}),
+        "n_conversations": len(sidecar),
+        "n_turns": sum(len(r["turns"]) for r in sidecar),
+    }
+
+
+def finalize(
+    cfg: SynthesizeConfig, shards: list[QAShard], image_root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Merge the shards (conversations.json), write stats.json/.png, cfg.n_renderings sample
+    renderings and manifest.json (last). Every shard must be complete. Returns the manifest."""
+    out_dir = Path(cfg.output)
+    sidecar: list[dict[str, Any]] = []
+    entries = []
+    with open_text_atomic(out_dir / "conversations.json") as merged:
+        merged.write("[")
+        first = True
+        for shard in shards:
+            paths = shard_paths(out_dir, shard.index)
+            if not shard_is_complete(cfg, shard):
+                raise FileNotFoundError(
+                    f"{out_dir}: shard {shard.index} is not complete ({paths['sidecar'].name} missing)"
+                )
+            records = read_jsonl(paths["sidecar"])
+            sidecar += records
+            for record in json.loads(paths["llava"].read_text(encoding="utf-8")):
+                merged.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
+                first = False
+            entries.append({
+                "index": shard.index,
+                **{name: path.name for name, path in paths.items()},
+                **{f"{name}_sha256": _sha256(path) for name, path in paths.items()},
+                **_counts(records),
+            })  # fmt: skip
+        merged.write("\n]\n")
+    stats = conversation_stats(sidecar)
+    write_json_atomic(out_dir / "stats.json", stats)
+    write_stats_png(out_dir / "stats.png", stats)
+    n_samples = write_samples(out_dir / SAMPLES_DIR, sidecar, cfg.n_renderings, image_root)
+    params_path = out_dir / PARAMS_NAME
+    manifest = {
+        "format": "spatialboost-qa",
+        "schema_version": SCHEMA_VERSION,
+        "params": json.loads(params_path.read_text()) if params_path.exists() else None,
+        "n_shards": len(shards),
+        "shards": entries,
+        "totals": _counts(sidecar),
+        "n_samples": n_samples,
+    }
+    write_json_atomic(out_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def write_samples(
+    folder: Path, sidecar: list[dict[str, Any]], n: int, image_root: str | os.PathLike[str] | None
+) -> int:
+    """samples/<id>.png for n conversations spread evenly over the sidecar; returns how many."""
+    if n <= 0 or not sidecar:
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(sidecar) - 1, min(n, len(sidecar)))})
+    for i in picks:
+        record = sidecar[i]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", record["id"])
+        write_sample_png(folder / f"{name}.png", load_image(record["image"], image_root), record)
+    return len(picks)
+
+
+def load_image(image: str, image_root: str | os.PathLike[str] | None) -> np.ndarray | None:
+    """(H, W, 3) uint8 of a sidecar `image` (a path under image_root, or a file:// uri); None
+    when it cannot be read (the sample is drawn on grey)."""
+    from PIL import Image
+
+    parsed = urlparse(image)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+    elif parsed.scheme == "":
+        path = Path(image_root or ".") / image
+    else:
+        return None
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError:
+        return None
+
+
+def synthesize(
+    scene_shards_dir: str | os.PathLike[str],
+    cfg: SynthesizeConfig,
+    image_root: str | os.PathLike[str] | None,
+    depth_reader: DepthReader | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Synthesise every scene of scene_shards_dir into cfg.output (resumable); returns the
+    summary for metrics/synthesize.json: counts, shards skipped and the balance figures."""
+    shards = plan(scene_shards_dir, cfg)
+    prepare_output(cfg, shards, image_root)
+    reports = [
+        synthesize_shard(shard, cfg, image_root, depth_reader)
+        for shard in tqdm(shards, desc="synthesize", unit="shard", disable=not progress)
+    ]
+    manifest = finalize(cfg, shards, image_root)
+    stats = json.loads((Path(cfg.output) / "stats.json").read_text())
+    return {
+        "n_shards": len(shards),
+        "n_shards_skipped": sum(r["skipped"] for r in reports),
+        **manifest["totals"],
+        "order": cfg.order,
+        "levels": stats["levels"],
+        "yes_fraction": stats["yes_no"]["yes_fraction"],
+        "A_fraction": stats["letters"]["A_fraction"],
+        "with_rationale_fraction": stats["with_rationale"]["fraction"],
+        "skipped": stats["skipped"],
+    }
+
+
+def _lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        return [line for line in handle if line.strip()]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
