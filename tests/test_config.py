@@ -113,7 +113,7 @@ def test_cli_typo_gives_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert "world" in SpatialBoostConfig.model_fields and "profile" in SpatialBoostConfig.model_fields
 
 
-@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"], ["hub", "fetch"], ["pull"], ["extract"]])
+@pytest.mark.parametrize("command", [[], ["config"], ["config", "show"], ["world", "render"], ["data", "manifest"], ["hub", "fetch"], ["pull"], ["extract"], ["synthesize"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output

@@ -138,6 +138,23 @@ def extract(
     typer.echo(json.dumps(summary))
 
 
+@app.command("synthesize")
+@_clean_errors
+def synthesize(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Turn every scene record into a multi-turn spatial conversation (synthesize.output)."""
+    from spatialboost.qa.pipeline import RGBDDepthReader
+    from spatialboost.qa.pipeline import synthesize as run_synthesis
+
+    cfg = _load(params, overrides)
+    depth = RGBDDepthReader(cfg.data.uri) if cfg.data.source == "world" else None
+    summary = run_synthesis(cfg.extract.output, cfg.synthesize, cfg.data.uri, depth, progress=progress)
+    typer.echo(json.dumps(summary))
+
+
 @hub_app.command("fetch")
 @_clean_errors
 def hub_fetch(

@@ -326,6 +326,14 @@ def synthesize(
         synthesize_shard(shard, cfg, image_root, depth_reader)
         for shard in tqdm(shards, desc="synthesize", unit="shard", disable=not progress)
     ]
+    return finalize_and_summarize(cfg, shards, image_root, reports)
+
+
+def finalize_and_summarize(
+    cfg: SynthesizeConfig, shards: list[QAShard], image_root: str | os.PathLike[str] | None, reports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write the run's merged outputs (finalize) and return the summary for metrics/synthesize.json:
+    counts, shards skipped and the balance figures."""
     manifest = finalize(cfg, shards, image_root)
     stats = json.loads((Path(cfg.output) / "stats.json").read_text())
     return {
