@@ -384,6 +384,105 @@ def test_radius_components_match_naive_reference(seed, n, radius):
     np.testing.assert_array_equal(fast[:, None] == fast[None, :], naive[:, None] == naive[None, :])
 
 
+def _hard_cloud(rng: np.random.Generator, n: int, layout: str) -> tuple[np.ndarray, float]:
+    """(n, 3) points and a distance that occurs in them exactly (a radius there is a tie)."""
+    if layout == "blobs":  # dense cells: the k-d tree path of the grid
+        centres = rng.uniform(0, 4, size=(int(rng.integers(1, 5)), 3))
+        points = centres[rng.integers(0, len(centres), n)] + rng.normal(0, rng.uniform(0.02, 0.6), size=(n, 3))
+    elif layout == "lattice":  # many pairs at exactly equal distances, many duplicates
+        points = rng.integers(0, 4, size=(n, 3)) * 0.3
+    elif layout == "duplicates":
+        points = rng.uniform(0, 2, size=(n, 3))
+        points[: n // 2] = points[n - n // 2 :][rng.permutation(n // 2)]  # copies of the other half
+    else:  # "two_blobs": the gap between two clusters is the tie
+        half, spread = n // 2, rng.uniform(0.02, 0.3)  # tight blobs make dense cells at the gap
+        points = np.concatenate(
+            [rng.normal(0, spread, size=(half, 3)), rng.normal([2, 0, 0], spread, size=(n - half, 3))]
+        )
+        if half and n - half:
+            gaps = np.linalg.norm(points[:half, None] - points[None, half:], axis=-1)
+            return points, float(gaps.min())
+    if n < 2:
+        return points, 1.0
+    i, j = rng.integers(0, n, size=2)
+    return points, float(np.linalg.norm(points[i] - points[j]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 400),
+    st.sampled_from(["blobs", "lattice", "duplicates", "two_blobs"]),
+    st.sampled_from(["scale", "tie", "just_below", "just_above"]),
+    st.floats(0.005, 3.0),
+)
+def test_radius_components_exactly_naive_on_hard_clouds(seed, n, layout, radius_kind, scale):
+    """Same labels, not just the same partition, at ties and near-ties of the radius too."""
+    points, tie = _hard_cloud(np.random.default_rng(seed), n, layout)
+    radius = {
+        "scale": scale,
+        "tie": tie,
+        "just_below": np.nextafter(tie, 0.0),
+        "just_above": np.nextafter(tie, np.inf),
+    }[radius_kind]
+    np.testing.assert_array_equal(radius_components(points, radius), radius_components_naive(points, radius))
+
+
+def test_radius_components_edge_cases():
+    assert radius_components(np.zeros((0, 3)), 1.0).shape == (0,)
+    assert radius_components(np.ones((1, 3)), 1.0).tolist() == [0]
+    duplicates = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0.0]])
+    assert radius_components(duplicates, 0.0).tolist() == [0, 1, 0, 1]
+    assert radius_components(duplicates, np.inf).tolist() == [0, 0, 0, 0]
+    # Cells of side r / sqrt(3) far too many to index: the pair-list path.
+    spread = np.array([[0, 0, 0], [1e-4, 0, 0], [1e9, 0, 0], [1e9, 1e9, 1e9]])
+    assert radius_components(spread, 1e-3).tolist() == [0, 0, 1, 2]
+    for bad in (-1.0, np.nan):
+        with pytest.raises(ValueError, match="radius_m"):
+            radius_components(duplicates, bad)
+
+
+def test_radius_components_tie_between_dense_cells():
+    """Two dense blobs whose closest pair is exactly at the radius, or one ulp beyond it."""
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.normal(0, 0.05, size=(200, 3)), rng.normal([1, 0, 0], 0.05, size=(200, 3))])
+    gap = float(np.linalg.norm(points[:200, None] - points[None, 200:], axis=-1).min())
+    assert len(np.unique(radius_components(points, gap))) == 1
+    assert len(np.unique(radius_components(points, np.nextafter(gap, 0.0)))) == 2
+    for radius in (gap, np.nextafter(gap, 0.0)):
+        np.testing.assert_array_equal(radius_components(points, radius), radius_components_naive(points, radius))
+
+
+def test_radius_components_dense_object_matches_naive():
+    """Thousands of points, radius ~2.5x the object's radius: the case the grid is for."""
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(1500, 3))
+    sphere = 0.5 * directions / np.linalg.norm(directions, axis=1, keepdims=True) + [0, 0, 4]
+    clump = rng.normal([0.0, 0.0, 5.5], 0.05, size=(30, 3))
+    points = np.concatenate([sphere, clump])
+    for radius in (0.05, 0.2, 0.99, 1.25):
+        np.testing.assert_array_equal(radius_components(points, radius), radius_components_naive(points, radius))
+
+
+def test_remove_outliers_unchanged_with_naive_cluster_step(monkeypatch):
+    """The fast cluster step keeps exactly what the naive one keeps, on rendered objects."""
+    from spatialboost.geometry import pointcloud
+
+    rng = np.random.default_rng(0)
+    rendering = render(-15.0, 5.0, 1.6)
+    clouds = []
+    for k in range(1, len(BOXES) + 1):
+        obj = object_points(rendering, k)
+        centre = obj.mean(axis=0)
+        far = centre + rng.uniform(2.5, 5.0, size=(12, 3)) * rng.choice([-1, 1], size=(12, 3))
+        clump = centre + [0.5, 0.0, 3.0] + rng.normal(0.0, 0.05, size=(40, 3))
+        clouds += [obj, np.concatenate([obj, far, clump])]
+    fast = [remove_outliers(points) for points in clouds]
+    monkeypatch.setattr(pointcloud, "radius_components", radius_components_naive)
+    for points, kept in zip(clouds, fast, strict=True):
+        np.testing.assert_array_equal(kept, remove_outliers(points))
+
+
 def test_largest_cluster_mask():
     points = np.array([[0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5, 0, 0], [5.1, 0, 0]], dtype=float)
     assert largest_cluster_mask(points, 0.15).tolist() == [True, True, True, False, False]
