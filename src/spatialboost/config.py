@@ -272,6 +272,175 @@ class OrchestrationConfig(_Section):
     metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
 
 
+class LoraSettings(_Section):
+    """LoRA on the vision encoder (the boost stage's `lora` ablation adapter, through peft)."""
+
+    r: int = Field(8, ge=1, description="rank of the low-rank update")
+    alpha: float = Field(16.0, gt=0, description="scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA branch input, probability")
+    target_modules: tuple[str, ...] | None = Field(
+        None, description="module names to adapt; None = the encoder family's attention projections"
+    )
+
+
+class TrainConfig(_Section):
+    """THE one SFT loop (train/loop.py): which stage and adapter trains, and how.
+
+    Batch sizes are in conversations. `global_batch_size` conversations make one optimizer step
+    whatever the number of processes: global = micro_batch_size x accumulation x processes, so
+    a run gives the same steps on 1 or N processes (N must divide global / micro).
+    """
+
+    stage: Literal["align", "instruct", "boost"] = Field(
+        "boost", description="align: projector only; instruct: projector + LLM; boost: encoder adapter (+ projector), LLM frozen"
+    )
+    adapter: Literal["dual_channel", "full", "lora"] = Field(
+        "dual_channel", description="boost stage only: dual_channel (Attn+ and gates: the method), full (the whole encoder) or lora"
+    )
+    train_projector: bool = Field(True, description="boost stage only: the projector trains too")
+    data: str = Field("data/qa", description="conversations: a LLaVA JSON/JSONL/parquet file, or a folder of them")
+    image_root: str = Field("data/world", description="folder that conversation `image` paths are relative to")
+    init: str = Field("models/bootstrap/vlm", description="SpatialVLM folder (SpatialVLM.save) or LLaVA checkpoint folder to start from")
+    output: str = Field("models/boosted", description="run folder: checkpoints/, the trained model, train metrics")
+    epochs: int = Field(1, ge=1, description="passes over the conversations (ignored when max_steps is set)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = epochs x (conversations // global_batch_size)")
+    global_batch_size: int = Field(8, ge=1, description="conversations per optimizer step, summed over processes")
+    micro_batch_size: int = Field(4, ge=1, description="conversations per forward pass per process")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine schedule floor, fraction of lr")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warmup, fraction of all optimizer steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (matrices only; not biases, norms, gates)")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2)")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global gradient L2 norm to this; None = no clipping")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (LLM and encoder blocks) to save memory")
+    max_length: int = Field(2048, ge=8, description="text tokens per conversation before the image tokens are expanded; longer ones are truncated")
+    seed: int = Field(0, ge=0, description="seed of the data order (per epoch) and of the RNGs at the start")
+    shuffle: bool = Field(True, description="reshuffle the conversations every epoch (deterministically, from seed and epoch)")
+    checkpoint_every: int = Field(50, ge=0, description="write a resumable checkpoint every this many optimizer steps; 0 = only at the end")
+    keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
+    resume: bool = Field(True, description="continue from the latest checkpoint in the run folder when there is one")
+    log_every: int = Field(1, ge=1, description="log loss, lr and tokens/s to the tracker every this many steps")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per training process")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: ddp (replicated model) or fsdp (sharded, for LLMs that do not fit)")
+    find_unused_parameters: bool = Field(False, description="DDP only: allow trainable parameters that get no gradient in a step (e.g. text-only batches)")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> TrainConfig:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} (global = micro x accumulation steps x processes)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _adapter_only_boosts(self) -> TrainConfig:
+        if self.stage != "boost" and self.adapter != "dual_channel":
+            raise ValueError(f"adapter {self.adapter!r} applies to the boost stage only; stage is {self.stage!r}")
+        return self
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"AdamW betas must lie in [0, 1), got {list(value)}")
+        return value
+
+
+class PretrainEncoderConfig(_Section):
+    """Bootstrap (a): a small Dinov2Model pre-trained with a semantic objective only: multi-label
+    "which shape classes and which colours are in the image" (BCE on max-pooled token logits);
+    no depth or geometry."""
+
+    image_size: int = Field(64, ge=8, description="input side, pixels (world images are resized to it)")
+    patch_size: int = Field(8, ge=1, description="ViT patch side, pixels")
+    hidden_size: int = Field(96, ge=8, description="width of the transformer")
+    num_layers: int = Field(4, ge=1, description="transformer blocks")
+    num_heads: int = Field(4, ge=1, description="attention heads (must divide hidden_size)")
+    mlp_ratio: int = Field(4, ge=1, description="MLP width = mlp_ratio x hidden_size")
+    epochs: int = Field(12, ge=1, description="passes over the pre-training images")
+    batch_size: int = Field(64, ge=1, description="images per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (matrices only)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="linear warmup, fraction of steps")
+    min_visible_px: int = Field(30, ge=1, description="an object counts as in the image when at least this many of its pixels are visible (at the world's resolution)")
+
+    @model_validator(mode="after")
+    def _geometry(self) -> PretrainEncoderConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class PretrainLLMConfig(_Section):
+    """Bootstrap (b): a small LlamaForCausalLM and its byte-level BPE tokenizer (trained here)."""
+
+    hidden_size: int = Field(128, ge=8, description="width of the transformer")
+    num_layers: int = Field(2, ge=1, description="decoder blocks")
+    num_heads: int = Field(4, ge=1, description="attention heads (must divide hidden_size)")
+    intermediate_size: int = Field(384, ge=8, description="SwiGLU MLP width")
+    vocab_size: int = Field(1024, ge=260, description="BPE vocabulary size (256 bytes + 4 special tokens at least)")
+    max_position_embeddings: int = Field(1024, ge=64, description="longest sequence, tokens (text + image patches)")
+
+    @model_validator(mode="after")
+    def _heads(self) -> PretrainLLMConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        return self
+
+
+class BootstrapPhase(_Section):
+    """One LLaVA-1.5 phase (align or instruct) run through the one training loop; settings not
+    here (precision, clipping, checkpointing, ...) come from the `train` section."""
+
+    epochs: int = Field(1, ge=1, description="passes over the phase's conversations")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = from epochs")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine)")
+    global_batch_size: int = Field(32, ge=1, description="conversations per optimizer step")
+    micro_batch_size: int = Field(16, ge=1, description="conversations per forward pass per process")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warmup, fraction of steps")
+
+    @model_validator(mode="after")
+    def _batches_divide(self) -> BootstrapPhase:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+            )
+        return self
+
+
+class BootstrapConfig(_Section):
+    """The demo's `bootstrap` stage: pre-train a small encoder and a small LLM from scratch, then
+    run LLaVA-1.5's align and instruct phases on non-spatial data, so that the boost stage has
+    a pre-trained LVLM to start from. The paper profile loads released weights instead."""
+
+    enabled: bool = Field(True, description="False: the LVLM comes from released weights (paper profile)")
+    output: str = Field("models/bootstrap", description="folder of encoder/, tokenizer/, llm/, vlm/ and metrics.json")
+    seed: int = Field(0, ge=0, description="seed of model initialisation, question sampling and the extra scenes")
+    extra_scenes: int = Field(768, ge=0, description="scenes rendered in memory (own seed) and added to the world train split for pre-training")
+    eval_scenes: int = Field(64, ge=0, description="world test images used for the held-out metrics (0 = none)")
+    questions_per_image: int = Field(3, ge=1, le=6, description="non-spatial QA turns per instruct conversation")
+    language_conversations: int = Field(
+        256, ge=0, description="text-only instruct conversations that state a spatial fact and ask it back (answer language, no visual facts)"
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads while bootstrapping; None = torch's default (1 is fastest for these small models on a busy machine)"
+    )
+    encoder: PretrainEncoderConfig = Field(default_factory=PretrainEncoderConfig)
+    llm: PretrainLLMConfig = Field(default_factory=PretrainLLMConfig)
+    language: BootstrapPhase = Field(
+        default_factory=lambda: BootstrapPhase(epochs=2, lr=1e-3, global_batch_size=32, micro_batch_size=32),
+        description="the LLM alone on the text of every conversation (no image): language and copying first",
+    )
+    align: BootstrapPhase = Field(default_factory=lambda: BootstrapPhase(epochs=1, lr=1e-3), description="LLaVA-1.5 phase 1: projector only, captions")
+    instruct: BootstrapPhase = Field(default_factory=lambda: BootstrapPhase(epochs=3, lr=1e-3), description="LLaVA-1.5 phase 2: projector + LLM, non-spatial QA")
+
+
 class SpatialBoostConfig(_Section):
     """The whole params file."""
 
@@ -284,6 +453,8 @@ class SpatialBoostConfig(_Section):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     synthesize: SynthesizeConfig = Field(default_factory=SynthesizeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")

@@ -1,0 +1,76 @@
+"""The training stage as one call (and a torchrun entry point): load, train, save.
+
+    result = run_train_stage(load_config("params.yaml"))            # one process
+    torchrun --standalone --nproc_per_node 4 -m spatialboost.train --params configs/paper.yaml
+
+`cfg.train.init` is a SpatialVLM folder (SpatialVLM.save, e.g. the demo's bootstrap/vlm, with
+its tokenizer in language_model/) or a LLaVA checkpoint folder (LlavaForConditionalGeneration
+with its tokenizer, e.g. llava-hf/llava-1.5-7b-hf fetched by hub.py). Outputs under
+`cfg.train.output`: checkpoints/ (the loop's), vlm/ (the trained SpatialVLM, tokenizer in
+vlm/language_model/) and encoder/ (export_encoder: what the registry logs). A LoRA encoder is
+merged first, so every adapter exports the same kind of encoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from spatialboost.config import SpatialBoostConfig
+from spatialboost.models.export import export_encoder
+from spatialboost.models.tokenizer import load_tokenizer
+from spatialboost.models.vlm import SpatialVLM
+from spatialboost.train.adapters import has_lora, merge_lora
+from spatialboost.train.data import ConversationDataset, load_conversations
+from spatialboost.train.distributed import barrier, init_distributed
+from spatialboost.train.loop import MetricsLogger, TrainResult, resolve_precision, train
+
+
+def load_initial_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SpatialVLM, PreTrainedTokenizerBase]:
+    """(vlm, tokenizer) from a SpatialVLM folder or a LLaVA checkpoint folder."""
+    folder = Path(folder)
+    if (folder / "vlm.json").is_file():
+        return SpatialVLM.load(folder, dtype=dtype), load_tokenizer(folder / "language_model")
+    if (folder / "config.json").is_file():
+        return SpatialVLM.from_llava(folder, dtype=dtype), load_tokenizer(folder)
+    raise FileNotFoundError(f"{folder}: neither a SpatialVLM folder (vlm.json) nor a LLaVA checkpoint (config.json)")
+
+
+def run_train_stage(
+    cfg: SpatialBoostConfig, tracker: MetricsLogger | None = None, progress: bool = True
+) -> TrainResult:
+    """Train `cfg.train.stage` from `cfg.train.init` on `cfg.train.data`; save on rank 0.
+
+    With bf16 precision the frozen model loads in bf16 and the trainable parameters stay fp32
+    (master weights); autocast does the rest. FSDP runs save the trainable state only (the
+    loop's final checkpoint): the full model is init + checkpoints/<last>/trainable.safetensors.
+    """
+    ctx = init_distributed(cfg.device)
+    train_cfg = cfg.train
+    dtype = resolve_precision(train_cfg.precision, ctx.device) or torch.float32
+    vlm, tokenizer = load_initial_model(train_cfg.init, dtype)
+    dataset = ConversationDataset(
+        load_conversations(train_cfg.data),
+        tokenizer,
+        vlm.encoder.preprocess,
+        image_root=train_cfg.image_root,
+        max_length=train_cfg.max_length,
+    )
+    result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
+                   master_dtype=torch.float32)  # fmt: skip
+    if ctx.is_main and not (ctx.distributed and train_cfg.strategy == "fsdp"):
+        save_trained(vlm, tokenizer, train_cfg.output)
+    barrier(ctx)
+    return result
+
+
+def save_trained(vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, output: str | Path) -> None:
+    """output/vlm (SpatialVLM.save + tokenizer) and output/encoder (export_encoder); LoRA merged."""
+    output = Path(output)
+    if has_lora(vlm.encoder):
+        merge_lora(vlm.encoder)
+    vlm.save(output / "vlm")
+    tokenizer.save_pretrained(output / "vlm" / "language_model")
+    export_encoder(vlm.encoder, output / "encoder")

@@ -1,0 +1,154 @@
+"""The demo's bootstrap stage on a tiny world: semantic-only data, every phase through the one loop,
+outputs that load through the paper profile's code paths, determinism and resume."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spatialboost.config import SpatialBoostConfig, validate_config
+from spatialboost.models.encoders import Dinov2Encoder
+from spatialboost.models.tokenizer import load_tokenizer
+from spatialboost.models.vlm import SpatialVLM
+from spatialboost.train.bootstrap import conversation_records, pretraining_images, run_bootstrap
+from spatialboost.train.bootstrap_data import (
+    LABELS,
+    caption,
+    language_record,
+    multilabel_targets,
+    nonspatial_questions,
+    visible_objects,
+)
+from spatialboost.world import render_dataset
+from tests.train_fixtures import tensor_hashes
+
+GEOMETRY_WORDS = re.compile(r"\b(left|right|above|below|front|behind|closer|farther|near|far|metres?|meters?|cm|depth|tall|distance)\b")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_config(world_root: Path) -> SpatialBoostConfig:
+    """A world of 12 + 4 scenes at 64 px and models of hidden 32: seconds per phase."""
+    phase = {"epochs": 1, "lr": 3e-3, "global_batch_size": 8, "micro_batch_size": 4, "warmup_ratio": 0.0}
+    return validate_config({
+        "world": {"root": str(world_root), "n_train": 12, "n_test": 4, "width": 64, "height": 64, "objects_per_scene": [2, 4]},
+        "bootstrap": {
+            "extra_scenes": 4, "eval_scenes": 4, "language_conversations": 8, "questions_per_image": 2,
+            "encoder": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+                        "epochs": 2, "batch_size": 8, "min_visible_px": 10},
+            "llm": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400,
+                    "max_position_embeddings": 256},
+            "language": phase, "align": phase, "instruct": {**phase, "epochs": 2},
+        },
+        "train": {"checkpoint_every": 0, "max_length": 200},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    render_dataset(tiny_config(root).world, root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("bootstrap")
+    return out, run_bootstrap(tiny_config(world), out, progress=False)
+
+
+def test_every_phase_reports_and_the_outputs_load_like_released_checkpoints(first_run, world):
+    out, metrics = first_run
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    for phase in ("encoder", "language", "align", "instruct"):
+        assert metrics[phase]["steps"] > 0 and np.isfinite(metrics[phase]["final_loss"])
+    assert set(metrics["encoder"]["test"]) == {"f1", "shape_f1", "colour_f1", "exact_set_accuracy"}
+    assert set(metrics["instruct"]["test"]["by_kind"]) <= {"count", "presence", "colour", "shape"}
+    assert metrics["instruct"]["test"]["n"] == 4 * 2
+    assert metrics["data"] == {"pretrain_images": 12 + 4, "test_images": 4}
+
+    encoder = Dinov2Encoder.from_pretrained(out / "encoder", feature_layer=-1, apply_final_norm=True)
+    assert encoder.preprocess.size == (32, 32) and encoder.preprocess.mode == "squash"
+    vlm = SpatialVLM.load(out / "vlm")
+    tokenizer = load_tokenizer(out / "vlm" / "language_model")
+    assert tokenizer.get_vocab() == load_tokenizer(out / "tokenizer").get_vocab()
+    image = np.zeros((64, 64, 3), np.uint8)
+    with torch.no_grad():
+        assert torch.equal(encoder.encode([image]).patch_tokens, vlm.encoder.encode([image]).patch_tokens)
+    assert vlm.language_model.config.hidden_size == 32 and len(tokenizer) <= 400
+    for phase in ("encoder", "language", "align", "instruct"):
+        assert (out / "runs" / phase / "checkpoints" / "latest.json").exists()
+
+
+def test_the_same_seed_gives_the_same_models_and_a_rerun_resumes(first_run, world, tmp_path):
+    out, metrics = first_run
+    again = run_bootstrap(tiny_config(world), tmp_path, progress=False)
+    assert _no_times(again) == _no_times(metrics)
+    assert tensor_hashes(SpatialVLM.load(tmp_path / "vlm")) == tensor_hashes(SpatialVLM.load(out / "vlm"))
+    resumed = run_bootstrap(tiny_config(world), tmp_path, progress=False)  # every phase resumes at its last step
+    assert _no_times(resumed) == _no_times(metrics)
+    result = json.loads((tmp_path / "runs" / "instruct" / "instruct_result.json").read_text())
+    assert result["resumed_from"] == result["steps"]
+
+
+def _no_times(metrics: dict) -> dict:
+    """Metrics without wall-clock fields (at any depth)."""
+    if isinstance(metrics, dict):
+        return {k: _no_times(v) for k, v in metrics.items() if "wall" not in k}
+    return metrics
+
+
+def test_bootstrap_data_is_semantic_only(world):
+    cfg = tiny_config(world)
+    images = pretraining_images(cfg)
+    records = conversation_records(cfg, images)
+    for record in records["align"] + records["instruct"]:
+        if "image" not in record:
+            continue  # text-only spatial language: its facts are in the question, never from an image
+        for turn in record["conversations"]:
+            assert not GEOMETRY_WORDS.search(turn["value"]), turn["value"]
+    assert LABELS[:7] == ("cube", "sphere", "cylinder", "cone", "pyramid", "ellipsoid", "capsule") and len(LABELS) == 15
+
+
+def test_captions_targets_and_questions_say_what_is_visible():
+    annotation = {"objects": [
+        {"label": "sphere", "colour": "blue", "pixel_count": 50},
+        {"label": "cube", "colour": "red", "pixel_count": 400},
+        {"label": "cone", "colour": "orange", "pixel_count": 3},  # too small to count
+        {"label": "cube", "colour": "blue", "pixel_count": 90},
+    ]}  # fmt: skip
+    objects = visible_objects(annotation, min_pixels=30)
+    assert objects == [("cube", "red"), ("cube", "blue"), ("sphere", "blue")]
+    assert caption(objects) == "A red cube, a blue cube and a blue sphere."
+    target = multilabel_targets(objects)
+    assert {LABELS[i] for i in np.flatnonzero(target)} == {"cube", "sphere", "red", "blue"}
+    asked = {q: (a, kind) for q, a, kind in nonspatial_questions(objects, np.random.default_rng(0))}
+    assert asked["How many objects are there?"] == ("There are 3 objects.", "count")
+    assert asked["What colour is the sphere?"] == ("The sphere is blue.", "colour")
+    assert asked["What shape is the red object?"] == ("The red object is a cube.", "shape")
+    assert "What colour is the cube?" not in asked and "What shape is the blue object?" not in asked  # ambiguous
+    presence = [(q, a) for q, (a, kind) in asked.items() if kind == "presence"]
+    assert len(presence) == 1 and presence[0][1].startswith("Yes" if ("cube" in presence[0][0] or "sphere" in presence[0][0]) else "No")
+
+
+def test_language_records_answer_from_the_question():
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        record = language_record(rng, i)
+        question, answer = (turn["value"] for turn in record["conversations"])
+        assert "image" not in record and "<image>" not in question
+        numbers = re.findall(r"\d+(?:\.\d+)? (?:m|cm)\b", answer)
+        assert all(n in question for n in numbers)
