@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 
+from spatialboost.config import load_config
 from tasks.dvc import dvc_push, dvc_repro
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,13 +43,14 @@ def serve(cron: str, overrides: list[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help="serve the scheduled deployment instead of running once")
-    parser.add_argument("--cron", default="0 3 * * *", help="schedule of the deployment (default: daily 03:00)")
+    parser.add_argument("--params", default="params.yaml", help="params file whose orchestration.schedule_cron is used")
+    parser.add_argument("--cron", default=None, help="schedule of the deployment (default: orchestration.schedule_cron)")
     parser.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="params override passed to `dvc exp run -S` (repeatable)")
     parser.add_argument("--no-push", action="store_true", help="do not push to the DVC remote")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.cron, args.overrides)
+        serve(args.cron or load_config(args.params).orchestration.schedule_cron, args.overrides)
     else:
         pipeline_flow(overrides=args.overrides, push=not args.no_push)
 

@@ -316,3 +316,16 @@ def test_train_stage_from_a_llava_checkpoint_then_from_its_own_output(tokenizer,
     stage(tmp_path / "lora" / "vlm", tmp_path / "boosted", "dual_channel")  # a SpatialVLM folder as init
     assert is_dual_channel(load_encoder(tmp_path / "boosted" / "encoder"))
     assert is_dual_channel(SpatialVLM.load(tmp_path / "boosted" / "vlm").encoder)
+
+
+def test_held_out_scenes_never_reach_training(tmp_path) -> None:
+    from spatialboost.config import WorldConfig
+    from spatialboost.train.stage import split_conversations
+    from spatialboost.world import render_dataset
+
+    root = tmp_path / "world"
+    render_dataset(WorldConfig(n_train=3, n_test=2, width=32, height=32), root, progress=False)
+    records = [{"id": f"{split}-{i:06d}"} for split, n in (("train", 3), ("test", 2)) for i in range(n)]
+    assert [r["id"] for r in split_conversations(records, root, "train")] == [f"train-{i:06d}" for i in range(3)]
+    assert split_conversations(records, root, None) == records
+    assert split_conversations(records, tmp_path / "not-a-dataset", "train") == records

@@ -270,6 +270,14 @@ class OrchestrationConfig(_Section):
     task_runner: Literal["threads"] = Field("threads", description="Prefect task runner for fan-out stages")
     max_workers: int = Field(2, ge=1, description="concurrent tasks (threads) per flow")
     metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
+    schedule_cron: str = Field("0 3 * * *", description="cron schedule of the Prefect deployment `spatialboost-pipeline/scheduled`")
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"a cron schedule has 5 fields (minute hour day month weekday), got {value!r}")
+        return value
 
 
 class LoraSettings(_Section):
@@ -300,6 +308,9 @@ class TrainConfig(_Section):
     train_projector: bool = Field(True, description="boost stage only: the projector trains too")
     data: str = Field("data/qa", description="conversations: a LLaVA JSON/JSONL/parquet file, or a folder of them")
     image_root: str = Field("data/world", description="folder that conversation `image` paths are relative to")
+    split: str | None = Field(
+        "train", description="train only on conversations of this split of the RGB-D dataset at image_root (held-out scenes stay out); None = all"
+    )
     init: str = Field("models/bootstrap/vlm", description="SpatialVLM folder (SpatialVLM.save) or LLaVA checkpoint folder to start from")
     output: str = Field("models/boosted", description="run folder: checkpoints/, the trained model, train metrics")
     epochs: int = Field(1, ge=1, description="passes over the conversations (ignored when max_steps is set)")

@@ -52,7 +52,7 @@ def run_train_stage(
     dtype = resolve_precision(train_cfg.precision, ctx.device) or torch.float32
     vlm, tokenizer = load_initial_model(train_cfg.init, dtype)
     dataset = ConversationDataset(
-        load_conversations(train_cfg.data),
+        split_conversations(load_conversations(train_cfg.data), train_cfg.image_root, train_cfg.split),
         tokenizer,
         vlm.encoder.preprocess,
         image_root=train_cfg.image_root,
@@ -64,6 +64,20 @@ def run_train_stage(
         save_trained(vlm, tokenizer, train_cfg.output)
     barrier(ctx)
     return result
+
+
+def split_conversations(records: list[dict], image_root: str | Path, split: str | None) -> list[dict]:
+    """Only the conversations of `split` of the RGB-D dataset at `image_root` (all when split is
+    None or image_root is no such dataset): held-out scenes must never reach training."""
+    if split is None or not (Path(image_root) / "index.parquet").is_file():
+        return records
+    from spatialboost.data import RGBDDataset
+
+    allowed = set(RGBDDataset(image_root).ids(split))
+    kept = [record for record in records if record["id"] in allowed]
+    if not kept:
+        raise ValueError(f"no conversation belongs to split {split!r} of {image_root}")
+    return kept
 
 
 def save_trained(vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, output: str | Path) -> None:
