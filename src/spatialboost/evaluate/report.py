@@ -1,0 +1,243 @@
+"""The evaluation report of one run: baseline vs boosted, mean ± std per metric.
+
+    results = {"baseline": collect_metrics(base_probes, base_vqa), "boosted": collect_metrics(...)}
+    write_json_atomic("metrics/evaluate.json", metrics_json(results))
+    examples = depth_examples(test[:4], encoder.preprocess, (base_head, base_feats), (boost_head, boost_feats))
+    paths = write_report(results, "reports/evaluate", examples)   # report.md + PNGs
+
+`Results` maps a run name ("baseline", "boosted") to {metric: {"mean", "std"}}. Probe metrics
+carry the seed std; VQA metrics the item-bootstrap std (greedy decoding has no seed).
+Plots use matplotlib's Agg canvas directly (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from spatialboost.evaluate.features import FeatureSet, crop_to_view, view_box
+from spatialboost.evaluate.probes import FittedHead, ProbeResult
+from spatialboost.evaluate.readers import Sample
+from spatialboost.evaluate.vqa import VQAResult
+from spatialboost.io import write_bytes_atomic
+from spatialboost.models.preprocess import ImagePreprocess
+
+Summary = dict[str, float | None]  # {"mean", "std"}
+Results = Mapping[str, Mapping[str, Summary]]
+
+RUNS = ("baseline", "boosted")
+JSON_METRICS = ("depth_rmse", "depth_absrel", "seg_miou", "cls_top1", "vqa_relative_depth_acc", "vqa_quantitative_acc")
+"""The metrics of metrics/evaluate.json, in order."""
+
+METRICS: dict[str, tuple[str, bool]] = {
+    "depth_rmse": ("Depth RMSE (m)", False),
+    "depth_absrel": ("Depth AbsRel", False),
+    "depth_delta1": ("Depth δ1", True),
+    "seg_miou": ("Segmentation mIoU", True),
+    "seg_pixel_acc": ("Segmentation pixel acc.", True),
+    "cls_top1": ("Classification top-1", True),
+    "vqa_relative_depth_acc": ("BLINK relative depth acc.", True),
+    "vqa_qualitative_acc": ("SpatialRGPT qualitative acc.", True),
+    "vqa_quantitative_acc": ("SpatialRGPT quantitative acc.", True),
+    "vqa_spatialrgpt_acc": ("SpatialRGPT overall acc.", True),
+}
+"""metric -> (label, higher is better); the order of tables and plots."""
+
+_VQA_KEYS = {
+    "relative_depth_acc": "vqa_relative_depth_acc",
+    "qualitative_acc": "vqa_qualitative_acc",
+    "quantitative_acc": "vqa_quantitative_acc",
+    "spatialrgpt_acc": "vqa_spatialrgpt_acc",
+}
+
+
+def collect_metrics(
+    probes: Mapping[str, ProbeResult] | None = None, vqa: VQAResult | None = None, n_boot: int = 1000
+) -> dict[str, Summary]:
+    """One run's {metric: {"mean", "std"}} from its probe results and VQA result."""
+    out: dict[str, Summary] = {}
+    for result in (probes or {}).values():
+        out.update(result.summary)
+    if vqa is not None:
+        summary = vqa.summary(n_boot)
+        out.update({name: summary[key] for key, name in _VQA_KEYS.items() if key in summary})
+    return out
+
+
+def metrics_json(results: Results) -> dict[str, dict[str, Summary]]:
+    """{"baseline": {metric: {"mean", "std"}}, "boosted": {...}} over JSON_METRICS exactly.
+
+    A metric a run lacks is {"mean": None, "std": None}; NaN becomes None (JSON has no NaN).
+    """
+    missing = [run for run in RUNS if run not in results]
+    if missing:
+        raise ValueError(f"results need runs {list(RUNS)}, missing {missing}")
+
+    def clean(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(value) else float(value)
+
+    return {
+        run: {
+            metric: {k: clean(results[run].get(metric, {}).get(k)) for k in ("mean", "std")} for metric in JSON_METRICS
+        }
+        for run in RUNS
+    }
+
+
+def _metrics_in(results: Results) -> list[str]:
+    present = {m for run in RUNS for m in results.get(run, {})}
+    return [m for m in METRICS if m in present] + sorted(present - set(METRICS))
+
+
+def _fmt(summary: Summary | None) -> str:
+    if not summary or summary.get("mean") is None:
+        return "–"
+    return f"{summary['mean']:.3f} ± {summary.get('std') or 0.0:.3f}"
+
+
+def markdown_table(results: Results) -> str:
+    """| metric | baseline | boosted | delta | with mean ± std and whether the delta is an improvement."""
+    lines = ["| Metric | Baseline | Boosted | Δ (boosted − baseline) |", "|---|---|---|---|"]
+    for metric in _metrics_in(results):
+        label, higher_better = METRICS.get(metric, (metric, True))
+        base, boost = results.get("baseline", {}).get(metric), results.get("boosted", {}).get(metric)
+        delta = "–"
+        if base and boost and base.get("mean") is not None and boost.get("mean") is not None:
+            d = boost["mean"] - base["mean"]
+            verdict = "better" if (d > 0) == higher_better and d != 0 else "worse" if d != 0 else "same"
+            delta = f"{d:+.3f} ({verdict})"
+        arrow = "↑" if higher_better else "↓"
+        lines.append(f"| {label} {arrow} | {_fmt(base)} | {_fmt(boost)} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def plot_metric_bars(results: Results, path: str | Path) -> Path:
+    """One panel per metric: baseline and boosted bars with ±std error bars."""
+    metrics = _metrics_in(results)
+    if not metrics:
+        raise ValueError("no metrics to plot")
+    cols = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
+    colours = {"baseline": "#8c8c8c", "boosted": "#1f77b4"}
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        label, higher_better = METRICS.get(metric, (metric, True))
+        runs = [r for r in RUNS if results.get(r, {}).get(metric, {}).get("mean") is not None]
+        means = [results[r][metric]["mean"] for r in runs]
+        stds = [results[r][metric].get("std") or 0.0 for r in runs]
+        ax.bar(runs, means, yerr=stds, capsize=6, color=[colours[r] for r in runs])
+        for x, (m, s) in enumerate(zip(means, stds, strict=True)):
+            ax.annotate(f"{m:.3f}", (x, m + s), ha="center", va="bottom", fontsize=8)
+        ax.set_title(f"{label} {'↑' if higher_better else '↓'}", fontsize=9)
+        ax.margins(y=0.2)
+        ax.tick_params(labelsize=8)
+    fig.suptitle("Baseline vs boosted (mean ± std)", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+@dataclass(frozen=True)
+class DepthExample:
+    """One test image for the depth figure; all maps (H, W) metres at the image's size, gt 0 = none."""
+
+    image: np.ndarray  # (H, W, 3) uint8, the encoder's view
+    gt: np.ndarray
+    baseline: np.ndarray
+    boosted: np.ndarray
+
+
+def depth_examples(
+    samples: Sequence[Sample],
+    preprocess: ImagePreprocess,
+    baseline: tuple[FittedHead, FeatureSet],
+    boosted: tuple[FittedHead, FeatureSet],
+) -> list[DepthExample]:
+    """DepthExamples of `samples` (with depth), cut to the encoder's view.
+
+    baseline, boosted: (the depth probe's head, features holding the samples' ids), e.g.
+    (result["depth"].head, cached_features(...)) of each encoder.
+    """
+    examples = []
+    for sample in samples:
+        if sample.depth is None:
+            raise ValueError(f"sample {sample.id} has no depth")
+        box = view_box(preprocess, *sample.image.shape[:2])
+        gt = crop_to_view(sample.depth, box, 0.0)
+        maps = [
+            head.depth_maps(feats.subset([feats.ids.index(sample.id)]), [gt.shape])[0]
+            for head, feats in (baseline, boosted)
+        ]
+        examples.append(DepthExample(crop_to_view(sample.image, box, 0), gt, maps[0], maps[1]))
+    return examples
+
+
+def plot_depth_examples(examples: Sequence[DepthExample], path: str | Path) -> Path:
+    """Rows of image | ground truth | baseline probe | boosted probe, one colour scale per row."""
+    if not examples:
+        raise ValueError("no depth examples to plot")
+    fig = Figure(figsize=(11, 2.7 * len(examples)))
+    titles = ("image", "ground truth", "baseline probe", "boosted probe")
+    for r, ex in enumerate(examples):
+        valid = ex.gt > 0
+        lo, hi = np.percentile(ex.gt[valid], [2, 98]) if valid.any() else (0.0, 1.0)
+        for c, panel in enumerate((ex.image, np.ma.masked_where(~valid, ex.gt), ex.baseline, ex.boosted)):
+            ax = fig.add_subplot(len(examples), 4, 4 * r + c + 1)
+            if c == 0:
+                ax.imshow(panel)
+            else:
+                im = ax.imshow(panel, cmap="magma_r", vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=10)
+            if c > 1 and valid.any():
+                rmse = float(np.sqrt(np.mean((panel[valid] - ex.gt[valid]) ** 2)))
+                ax.set_xlabel(f"RMSE {rmse:.2f} m", fontsize=8)
+        fig.colorbar(im, ax=fig.axes[-3:], fraction=0.02, pad=0.01, label="metres")
+    return _save(fig, Path(path))
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    markdown: Path
+    bars: Path
+    depth: Path | None
+
+
+def write_report(
+    results: Results,
+    out_dir: str | Path,
+    depth_examples: Sequence[DepthExample] = (),
+    title: str = "SpatialBoost evaluation",
+    notes: str = "",
+) -> ReportPaths:
+    """report.md (table + figures) and the PNGs it shows, under out_dir."""
+    out_dir = Path(out_dir)
+    bars = plot_metric_bars(results, out_dir / "metrics.png")
+    depth = plot_depth_examples(depth_examples, out_dir / "depth_examples.png") if depth_examples else None
+    text = [f"# {title}", "", markdown_table(results), "Mean ± std: probes over seeds, VQA over item bootstrap.", ""]
+    if notes:
+        text += [notes, ""]
+    text += ["![metrics](metrics.png)", ""]
+    if depth is not None:
+        text += ["![depth examples](depth_examples.png)", ""]
+    markdown = out_dir / "report.md"
+    write_bytes_atomic(markdown, "\n".join(text).encode())
+    return ReportPaths(markdown, bars, depth)
