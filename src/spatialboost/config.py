@@ -452,6 +452,40 @@ class BootstrapConfig(_Section):
     instruct: BootstrapPhase = Field(default_factory=lambda: BootstrapPhase(epochs=3, lr=1e-3), description="LLaVA-1.5 phase 2: projector + LLM, non-spatial QA")
 
 
+class EvaluateConfig(_Section):
+    """Baseline vs boosted: frozen-feature linear probes on the world, spatial VQA on the demo
+    benchmarks (BLINK Relative_Depth and SpatialRGPT-bench formats), a report."""
+
+    output: str = Field("reports/evaluate", description="report folder: report.md, metrics.png, depth_examples.png, vqa records")
+    cache_dir: str = Field("data/features", description="frozen-feature cache, keyed by encoder fingerprint and split")
+    bench_dir: str = Field("data/bench", description="the demo benchmarks written from held-out world scenes")
+    split: str = Field("test", description="world split probes are scored on and benchmarks are made from (probes train on `train`)")
+    tasks: tuple[Literal["depth", "seg", "cls"], ...] = Field(("depth", "seg", "cls"), description="linear probes to run")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="probe seeds; metrics are mean ± std over them")
+    learning_rates: tuple[float, ...] = Field(
+        (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), min_length=1, description="the probe head grid's learning rates (best on validation wins)"
+    )
+    epochs: int = Field(20, ge=1, description="passes of every probe head over the training features")
+    probe_threads: int | None = Field(1, ge=1, description="torch CPU threads while probe heads train; None = torch's default")
+    max_vqa_items: int | None = Field(None, ge=1, description="cap per benchmark on the VQA items asked (None = all)")
+    max_new_tokens: int = Field(32, ge=1, description="greedy tokens generated per VQA answer")
+    n_depth_examples: int = Field(4, ge=0, description="test images in the depth-probe figure (0 = no figure)")
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(lr <= 0 for lr in value):
+            raise ValueError(f"learning rates must be positive, got {list(value)}")
+        return value
+
+
+class RegisterConfig(_Section):
+    """Section `registry`, used by the `register` stage: one MLflow run of the pipeline, the boosted encoder as a new version."""
+
+    encoder_name: str = Field("dinov2-demo", min_length=1, description="registered model = tracking.registry_prefix + this")
+    enabled: bool = Field(True, description="False: log the run but register no encoder version")
+
+
 class SpatialBoostConfig(_Section):
     """The whole params file."""
 
@@ -466,6 +500,8 @@ class SpatialBoostConfig(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegisterConfig = Field(default_factory=RegisterConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @model_validator(mode="after")

@@ -1,0 +1,111 @@
+"""The `evaluate` stage's entry point: baseline vs boosted VLM, probes + spatial VQA + report.
+
+    metrics = evaluate_pipeline(cfg)["metrics"]   # {"baseline": {...}, "boosted": {...}}
+
+The baseline is cfg.train.init (the VLM the boost stage started from), the boosted model is
+cfg.train.output/vlm. Both encoders are probed frozen on the same world splits with the same
+seeds and head grid; both VLMs answer the same benchmark items, so the comparison is fair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spatialboost.config import SpatialBoostConfig
+from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
+from spatialboost.evaluate.features import cached_features, encoder_fingerprint
+from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
+from spatialboost.evaluate.readers import SampleSet, read_world
+from spatialboost.evaluate.report import collect_metrics, depth_examples, metrics_json, write_report
+from spatialboost.evaluate.vqa import VQAItem, VQAResult, read_blink, read_spatialrgpt, run_vqa, vlm_answer_fn
+from spatialboost.io import write_json_atomic
+from spatialboost.train.stage import load_initial_model
+
+RUNS = {"baseline": "init", "boosted": "output"}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """One model's probe results and VQA result, plus what the depth figure needs."""
+
+    probes: dict[str, ProbeResult]
+    vqa: VQAResult
+    encoder: Any
+    fingerprint: str
+
+
+def model_folder(cfg: SpatialBoostConfig, run: str) -> Path:
+    """The VLM folder of `run`: "baseline" = train.init, "boosted" = train.output/vlm."""
+    if run == "baseline":
+        return Path(cfg.train.init)
+    if run == "boosted":
+        return Path(cfg.train.output) / "vlm"
+    raise ValueError(f"unknown run {run!r}; known: {list(RUNS)}")
+
+
+def probe_options(cfg: SpatialBoostConfig) -> ProbeOptions:
+    """The probe grid of cfg.evaluate."""
+    ev = cfg.evaluate
+    return ProbeOptions(learning_rates=ev.learning_rates, epochs=ev.epochs, seeds=ev.seeds, threads=ev.probe_threads)
+
+
+def benchmark_items(paths: DemoBenchPaths, max_items: int | None) -> list[VQAItem]:
+    """BLINK Relative_Depth + SpatialRGPT-bench items, each benchmark capped at max_items."""
+    blink = read_blink(paths.blink)
+    spatial = read_spatialrgpt(paths.spatialrgpt, paths.image_root)
+    return blink[:max_items] + spatial[:max_items]
+
+
+def evaluate_model(
+    cfg: SpatialBoostConfig, folder: Path, train: SampleSet, test: SampleSet, items: list[VQAItem]
+) -> RunOutcome:
+    """Frozen-feature probes of the VLM's encoder, then its greedy answers to `items`."""
+    vlm, tokenizer = load_initial_model(folder)
+    vlm.eval()
+    fingerprint = encoder_fingerprint(vlm.encoder)
+    probes = probe_encoder(vlm.encoder, train, test, cfg.evaluate.tasks, probe_options(cfg),
+                           cfg.evaluate.cache_dir, fingerprint)  # fmt: skip
+    vqa = run_vqa(vlm_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens), items)
+    return RunOutcome(probes, vqa, vlm.encoder, fingerprint)
+
+
+def _depth_figure(cfg: SpatialBoostConfig, test: SampleSet, outcomes: dict[str, RunOutcome]) -> list:
+    """Depth-probe examples of the first test images, or [] without a depth probe."""
+    n = cfg.evaluate.n_depth_examples
+    if n == 0 or any("depth" not in o.probes for o in outcomes.values()):
+        return []
+    samples = [test[i] for i in range(min(n, len(test)))]
+    heads = []
+    for outcome in (outcomes["baseline"], outcomes["boosted"]):
+        feats = cached_features(outcome.encoder, test.ids, test.image, cfg.evaluate.cache_dir,
+                                f"{test.name}/{test.split}", fingerprint=outcome.fingerprint)  # fmt: skip
+        heads.append((outcome.probes["depth"].head, feats))
+    return depth_examples(samples, outcomes["boosted"].encoder.preprocess, heads[0], heads[1])
+
+
+def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
+    """Probe and quiz baseline and boosted VLMs; write the benches, the report and VQA records.
+
+    Returns {"metrics": {"baseline": {metric: {"mean", "std"}}, "boosted": {...}} (the exact
+    metrics/evaluate.json structure), "detail": {run: {probe choices, raw VQA metrics}},
+    "report": path of report.md}.
+    """
+    ev = cfg.evaluate
+    train, test = read_world(cfg.world.root, "train"), read_world(cfg.world.root, ev.split)
+    paths = write_demo_benches(cfg.world.root, ev.bench_dir, ev.split, DemoBenchOptions(seed=cfg.seed))
+    items = benchmark_items(paths, ev.max_vqa_items)
+    outcomes = {run: evaluate_model(cfg, model_folder(cfg, run), train, test, items) for run in RUNS}
+    results = {run: collect_metrics(o.probes, o.vqa) for run, o in outcomes.items()}
+    metrics = metrics_json(results)
+    out = Path(ev.output)
+    report = write_report(results, out, _depth_figure(cfg, test, outcomes),
+                          notes=f"{len(test)} {ev.split} images, {len(items)} VQA items, seeds {list(ev.seeds)}.")  # fmt: skip
+    detail = {
+        run: {"probe_heads": {t: list(r.chosen) for t, r in o.probes.items()}, "vqa": o.vqa.metrics}
+        for run, o in outcomes.items()
+    }
+    for run, o in outcomes.items():
+        write_json_atomic(out / f"vqa_{run}.json", {"metrics": o.vqa.metrics, "records": list(o.vqa.records)})
+    return {"metrics": metrics, "detail": detail, "report": str(report.markdown)}

@@ -1,0 +1,60 @@
+"""Task of the `register` stage: one MLflow run of the pipeline, the boosted encoder registered."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from spatialboost.config import SpatialBoostConfig
+from spatialboost.tracking import Tracker
+
+
+def numeric_metrics(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested metrics flattened to dotted keys ("boosted.depth_rmse.mean"); None, text and bools skipped."""
+    out: dict[str, float] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(numeric_metrics(value, f"{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def qa_hash(lock_path: str | Path, qa_output: str) -> str | None:
+    """md5 of the `synthesize` stage's QA output in dvc.lock, or None when it is not locked."""
+    path = Path(lock_path)
+    if not path.is_file():
+        return None
+    outs = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get("synthesize", {}).get("outs", [])
+    return next((o.get("md5") for o in outs if o.get("path") == qa_output), None)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@task(name="register", retries=0, cache_policy=NO_CACHE)
+def register_task(cfg: SpatialBoostConfig, lock_path: str = "dvc.lock") -> dict[str, Any]:
+    """Log the run "pipeline" (params, evaluate + train metrics, report), register train.output/encoder
+    and promote it to champion if it beats the current one; returns the metrics/register.json record."""
+    metrics_dir = Path(cfg.orchestration.metrics_dir)
+    metrics = numeric_metrics(_read_json(metrics_dir / "evaluate.json"))
+    metrics |= numeric_metrics(_read_json(metrics_dir / "train.json"), "train.")
+    tags = {"dvc.qa_hash": qa_hash(lock_path, cfg.synthesize.output) or "unknown"}
+    tracker = Tracker(cfg.tracking, cfg.profile)
+    name, version, champion = tracker.model_name(cfg.registry.encoder_name), None, False
+    with tracker.run("pipeline", config=cfg, tags=tags) as run_id:
+        tracker.log_metrics(metrics)  # before registering: the champion rule reads the run's metrics
+        if Path(cfg.evaluate.output).is_dir():
+            tracker.log_artifacts(cfg.evaluate.output, "report")
+        if cfg.registry.enabled:
+            version = tracker.register_encoder(Path(cfg.train.output) / "encoder", cfg.registry.encoder_name)
+            champion = tracker.promote_if_better(name, version)
+    return {"model": name, "version": version, "champion": champion, "run_id": run_id, "tracking_uri": tracker.uri}
