@@ -9,6 +9,7 @@ removed by `remove_stale_temporaries`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -65,3 +66,18 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def nonblank_lines(path: str | os.PathLike[str]) -> list[str]:
+    """The non-blank lines of a UTF-8 text file (JSONL records), newlines kept."""
+    with open(path, encoding="utf-8") as handle:
+        return [line for line in handle if line.strip()]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

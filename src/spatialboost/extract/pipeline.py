@@ -25,7 +25,6 @@ For fan-out, plan_shards + extract_shard per shard (any order, any worker) + fin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from spatialboost.data.manifest import read_manifest
 from spatialboost.extract.observe import Observation, ObservationFailure, ObservationSource
 from spatialboost.extract.records import SCHEMA_VERSION, QuarantineRecord, SceneRecord
 from spatialboost.extract.scene import SceneFailure, build_scene, image_rng
-from spatialboost.io import open_text_atomic, remove_stale_temporaries, write_json_atomic
+from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 PARAMS_NAME = "params.json"
@@ -161,8 +160,8 @@ def shard_is_complete(out_dir: str | os.PathLike[str], index: int, ids: Sequence
     if not (records.exists() and quarantine.exists()):
         return False
     try:
-        found = [SceneRecord.from_json(line).image_id for line in _lines(records)]
-        found += [QuarantineRecord.from_json(line).id for line in _lines(quarantine)]
+        found = [SceneRecord.from_json(line).image_id for line in nonblank_lines(records)]
+        found += [QuarantineRecord.from_json(line).id for line in nonblank_lines(quarantine)]
     except ValueError:  # an older schema or a damaged file: recompute
         return False
     return sorted(found) == sorted(ids)
@@ -180,15 +179,15 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
         records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
         if not records.exists() or not quarantine.exists():
             raise FileNotFoundError(f"{out_dir}: shard {index} is not complete ({records.name} missing)")
-        record_lines, quarantine_lines = _lines(records), _lines(quarantine)
+        record_lines, quarantine_lines = nonblank_lines(records), nonblank_lines(quarantine)
         reasons = Counter(QuarantineRecord.from_json(line).reason for line in quarantine_lines)
         by_reason += reasons
         shards.append({
             "index": index,
             "records": records.name,
-            "records_sha256": _sha256(records),
+            "records_sha256": sha256_file(records),
             "quarantine": quarantine.name,
-            "quarantine_sha256": _sha256(quarantine),
+            "quarantine_sha256": sha256_file(quarantine),
             "n_records": len(record_lines),
             "n_quarantined": len(quarantine_lines),
             "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
@@ -291,7 +290,7 @@ def write_sample_overlays(observer: ObservationSource, out_dir: Path, ids: Seque
     wanted = set(overlay_sample(ids, n * 4))  # some of the sample may be quarantined
     records: dict[str, SceneRecord] = {}
     for index in range(n_shards):
-        for line in _lines(records_path(out_dir, index)):
+        for line in nonblank_lines(records_path(out_dir, index)):
             record = SceneRecord.from_json(line)
             if record.image_id in wanted:
                 records[record.image_id] = record
@@ -312,16 +311,3 @@ def write_sample_overlays(observer: ObservationSource, out_dir: Path, ids: Seque
 def _file_name(image_id: str) -> str:
     """An id as a file name: folder-source ids are relative paths ("sub/a.jpg")."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", image_id)
-
-
-def _lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [line for line in handle if line.strip()]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -27,7 +27,6 @@ shard (any order, any worker), then `finalize(cfg, shards, image_root)`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,7 +41,7 @@ from tqdm import tqdm
 
 from spatialboost.config import SynthesizeConfig
 from spatialboost.extract.records import SceneRecord
-from spatialboost.io import open_text_atomic, remove_stale_temporaries, write_json_atomic
+from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic
 from spatialboost.qa.conversation import ordered, synthesize_conversation
 from spatialboost.qa.formats import (
     image_reference,
@@ -124,7 +123,7 @@ def plan(scene_shards_dir: str | os.PathLike[str], cfg: SynthesizeConfig) -> lis
     current: list[SceneSlice] = []
     room = cfg.shard_size
     for path in scene_shard_files(scene_shards_dir):
-        n_lines = len(_lines(path))
+        n_lines = len(nonblank_lines(path))
         start = 0
         while start < n_lines:
             stop = min(n_lines, start + room)
@@ -158,7 +157,7 @@ def synthesis_params(
         "schema_version": SCHEMA_VERSION,
         "synthesize": cfg.model_dump(mode="json", exclude=NOT_PARAMS),
         "image_root": None if image_root is None else os.path.abspath(image_root),
-        "inputs": {Path(p).name: _sha256(Path(p)) for p in inputs},
+        "inputs": {Path(p).name: sha256_file(Path(p)) for p in inputs},
     }
 
 
@@ -191,7 +190,7 @@ def read_scenes(shard: QAShard) -> list[SceneRecord]:
     """The scene records of a shard, in order."""
     records = []
     for source in shard.sources:
-        records += [SceneRecord.from_json(line) for line in _lines(Path(source.path))[source.start : source.stop]]
+        records += [SceneRecord.from_json(line) for line in nonblank_lines(Path(source.path))[source.start : source.stop]]
     return records
 
 
@@ -254,7 +253,7 @@ def finalize(
             entries.append({
                 "index": shard.index,
                 **{name: path.name for name, path in paths.items()},
-                **{f"{name}_sha256": _sha256(path) for name, path in paths.items()},
+                **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
                 **_counts(records),
             })  # fmt: skip
         merged.write("\n]\n")
@@ -347,16 +346,3 @@ def finalize_and_summarize(
         "with_rationale_fraction": stats["with_rationale"]["fraction"],
         "skipped": stats["skipped"],
     }
-
-
-def _lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        return [line for line in handle if line.strip()]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
