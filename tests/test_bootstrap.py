@@ -16,6 +16,7 @@ from spatialboost.config import SpatialBoostConfig, validate_config
 from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
+from spatialboost.runtime import torch_threads
 from spatialboost.train.bootstrap import conversation_records, pretraining_images, run_bootstrap
 from spatialboost.train.bootstrap_data import (
     LABELS,
@@ -33,10 +34,8 @@ GEOMETRY_WORDS = re.compile(r"\b(left|right|above|below|front|behind|closer|fart
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 def tiny_config(world_root: Path) -> SpatialBoostConfig:

@@ -16,6 +16,7 @@ from spatialboost.models.dual_channel import add_dual_channel, dual_channel_laye
 from spatialboost.models.export import load_encoder
 from spatialboost.models.tokenizer import IGNORE_INDEX
 from spatialboost.models.vlm import SpatialVLM
+from spatialboost.runtime import torch_threads
 from spatialboost.train import ConversationDataset, SFTCollator, load_conversations, merge_lora, prepare_stage, train
 from spatialboost.train.adapters import has_lora
 from spatialboost.train.distributed import GlobalBatchSampler, global_batches, rank_micro_batches
@@ -28,10 +29,8 @@ from tests.train_fixtures import changed, tensor_hashes, train_cfg, write_conver
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny matrices on a shared 2-core machine: one thread is ~10x faster than two (no OpenMP spinning)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

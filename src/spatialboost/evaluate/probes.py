@@ -20,9 +20,8 @@ one learning-rate grid fits every encoder.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +33,7 @@ from torch import nn
 from spatialboost.evaluate.features import FeatureSet, cached_features, crop_to_view, encoder_fingerprint, view_box
 from spatialboost.evaluate.readers import IGNORE_INDEX, Sample, SampleSet
 from spatialboost.models.encoders import VisionEncoder
+from spatialboost.runtime import torch_threads
 
 TargetKind = Literal["log_depth", "depth", "class"]
 DENSE_VARIANTS = {"patch": ("patch",), "patch+cls": ("patch", "cls")}
@@ -330,7 +330,7 @@ def train_head_grid(
     """Train every head in one pass; returns (grid, index of the best head, validation scores)."""
     generator = torch.Generator().manual_seed(seed)
     grid = LinearHeadGrid(specs, rows.stats(), out_dim, generator)
-    with _torch_threads(options.threads):
+    with torch_threads(options.threads):
         _fit(grid, rows, target, kind, options, generator)
         with torch.no_grad():
             outs = _batched_outputs(grid, val_rows, options.batch_size * 4)
@@ -361,18 +361,6 @@ def _fit(
             loss.backward()
             optimizer.step()
             schedule.step()
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _batched_outputs(grid: LinearHeadGrid, rows: _Rows, batch_size: int) -> torch.Tensor:

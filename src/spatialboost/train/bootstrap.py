@@ -50,6 +50,7 @@ from spatialboost.io import write_json_atomic
 from spatialboost.models.encoders import Dinov2Encoder, VisionEncoder
 from spatialboost.models.tokenizer import IMAGE_TOKEN, build_generation_prompt, train_tokenizer
 from spatialboost.models.vlm import SpatialVLM
+from spatialboost.runtime import torch_threads
 from spatialboost.train.bootstrap_data import (
     CAPTION_PROMPTS,
     caption,
@@ -99,7 +100,7 @@ def run_bootstrap(
     run = BootstrapRun(cfg, Path(out_dir), progress, tracker)
     run.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with _torch_threads(cfg.bootstrap.num_threads):
+    with torch_threads(cfg.bootstrap.num_threads):
         with run.timed("data"):
             train_images = pretraining_images(cfg)
             test_images = split_images(cfg, "test", cfg.bootstrap.eval_scenes)
@@ -359,15 +360,3 @@ def generate_answers(
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to n for a block, then restored (None: unchanged)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
