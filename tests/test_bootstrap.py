@@ -17,7 +17,7 @@ from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads
-from spatialboost.train.bootstrap import conversation_records, pretraining_images, run_bootstrap
+from spatialboost.train.bootstrap import conversation_records, pretraining_images, run_bootstrap, spatial_text_samples
 from spatialboost.train.bootstrap_data import (
     LABELS,
     caption,
@@ -26,6 +26,7 @@ from spatialboost.train.bootstrap_data import (
     nonspatial_questions,
     visible_objects,
 )
+from spatialboost.train.spatial_text import spatial_text_records
 from spatialboost.world import render_dataset
 from tests.train_fixtures import tensor_hashes
 
@@ -45,6 +46,7 @@ def tiny_config(world_root: Path) -> SpatialBoostConfig:
         "world": {"root": str(world_root), "n_train": 12, "n_test": 4, "width": 64, "height": 64, "objects_per_scene": [2, 4]},
         "bootstrap": {
             "extra_scenes": 4, "eval_scenes": 4, "language_conversations": 8, "questions_per_image": 2,
+            "spatial_text_scenes": 3,
             "encoder": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
                         "epochs": 2, "batch_size": 8, "min_visible_px": 10},
             "llm": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400,
@@ -75,9 +77,11 @@ def test_every_phase_reports_and_the_outputs_load_like_released_checkpoints(firs
     for phase in ("encoder", "language", "align", "instruct"):
         assert metrics[phase]["steps"] > 0 and np.isfinite(metrics[phase]["final_loss"])
     assert set(metrics["encoder"]["test"]) == {"f1", "shape_f1", "colour_f1", "exact_set_accuracy"}
-    assert set(metrics["instruct"]["test"]["by_kind"]) <= {"count", "presence", "colour", "shape"}
+    assert set(metrics["instruct"]["test"]["by_kind"]) <= {"count", "presence", "colour", "shape", "choice"}
     assert metrics["instruct"]["test"]["n"] == 4 * 2
-    assert metrics["data"] == {"pretrain_images": 12 + 4, "test_images": 4}
+    data = dict(metrics["data"])
+    texts = data.pop("spatial_text_conversations")
+    assert data == {"pretrain_images": 12 + 4, "test_images": 4, "spatial_text_scenes": 3} and 1 <= texts <= 3
 
     encoder = Dinov2Encoder.from_pretrained(out / "encoder", feature_layer=-1, apply_final_norm=True)
     assert encoder.preprocess.size == (32, 32) and encoder.preprocess.mode == "squash"
@@ -151,3 +155,30 @@ def test_language_records_answer_from_the_question():
         assert "image" not in record and "<image>" not in question
         numbers = re.findall(r"\d+(?:\.\d+)? (?:m|cm)\b", answer)
         assert all(n in question for n in numbers)
+
+
+def test_spatial_text_is_the_synthesized_conversation_of_own_scenes_without_the_image(world):
+    """The frozen LLM's answer language: full 10-turn conversations, as text, whose depth answers
+    are the rendered depth at the asked pixel, from scenes that are not the world's."""
+    base = tiny_config(world)
+    cfg = base.model_copy(update={"bootstrap": base.bootstrap.model_copy(update={"spatial_text_scenes": 6})})
+    samples = list(spatial_text_samples(cfg))
+    records = spatial_text_records(cfg, samples)
+    assert 0 < len(records) <= 6 and len({r["id"] for r in records}) == len(records)
+    depth_of = {s.row.id: s.depth for s in samples}
+    world_ids = {p.stem for p in (world / "rgb").iterdir()}
+    checked = 0
+    for record in records:
+        assert "image" not in record and all("<image>" not in t["value"] for t in record["conversations"])
+        turns = len(record["conversations"]) // 2
+        assert 1 <= turns <= 10 and [t["from"] for t in record["conversations"]] == ["human", "gpt"] * turns
+        image_id = next(i for i in depth_of if i in record["id"])
+        assert image_id not in world_ids
+        for turn in record["conversations"][1::2]:
+            said = re.fullmatch(r"The depth at \((\d+), (\d+)\) is (\d+(?:\.\d+)?) (m|cm)\.", turn["value"])
+            if said:
+                x, y, value, unit = int(said[1]), int(said[2]), float(said[3]), said[4]
+                metres = value / 100 if unit == "cm" else value
+                assert abs(metres - float(depth_of[image_id][y, x])) <= 0.051, turn["value"]
+                checked += 1
+    assert checked > 0

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -328,3 +329,37 @@ def test_held_out_scenes_never_reach_training(tmp_path) -> None:
     assert [r["id"] for r in split_conversations(records, root, "train")] == [f"train-{i:06d}" for i in range(3)]
     assert split_conversations(records, root, None) == records
     assert split_conversations(records, tmp_path / "not-a-dataset", "train") == records
+
+
+def test_data_scale_subsets_are_seeded_nested_and_never_silently_capped() -> None:
+    from spatialboost.train.stage import subset_conversations
+
+    records = [{"id": f"train-{i:06d}"} for i in range(40)]
+    small, large = subset_conversations(records, 10, seed=3), subset_conversations(records, 25, seed=3)
+    ids = [r["id"] for r in large]
+    assert len(small) == 10 and len(large) == 25 and ids == sorted(ids) and len(set(ids)) == 25
+    assert {r["id"] for r in small} <= set(ids)  # nested: the smaller scale is part of the larger
+    assert subset_conversations(records, 10, seed=3) == small
+    assert subset_conversations(records, 10, seed=4) != small
+    assert subset_conversations(records, None, seed=3) == records
+    with pytest.raises(ValueError, match="only 40 conversations"):
+        subset_conversations(records, 41, seed=3)
+
+
+def test_length_grouping_cuts_padding_and_keeps_epochs_exact_and_deterministic():
+    rng = np.random.default_rng(0)
+    n, global_batch = 640, 16
+    lengths = [int(x) for x in np.where(rng.random(n) < 0.1, rng.integers(400, 500, n), rng.integers(20, 60, n))]
+
+    def padded(batches):  # tokens a batch costs when padded to its longest example
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    plain = global_batches(n, global_batch, seed=3, epoch=0)
+    grouped = global_batches(n, global_batch, seed=3, epoch=0, lengths=lengths)
+    assert sorted(i for b in grouped for i in b) == sorted(i for b in plain for i in b)  # same examples, once each
+    assert all(len(b) == global_batch for b in grouped)
+    assert padded(grouped) < 0.5 * padded(plain)  # 10% long examples: nearly every random batch has one
+    assert grouped == global_batches(n, global_batch, seed=3, epoch=0, lengths=lengths)
+    assert grouped != global_batches(n, global_batch, seed=3, epoch=1, lengths=lengths)
+    with pytest.raises(ValueError, match="lengths"):
+        global_batches(n, global_batch, seed=3, epoch=0, lengths=lengths[:-1])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 SHAPE_CLASSES = ("cube", "sphere", "cylinder", "cone", "pyramid", "ellipsoid", "capsule")
 """Shape classes the procedural world can render (world/shapes.py implements each)."""
@@ -265,12 +265,28 @@ class TrackingConfig(_Section):
 
 
 class OrchestrationConfig(_Section):
-    """How flows fan work out. Dask and Ray runners come with the orchestration work (issue 7)."""
+    """How flows fan work out (the extract and synthesize shards).
 
-    task_runner: Literal["threads"] = Field("threads", description="Prefect task runner for fan-out stages")
-    max_workers: int = Field(2, ge=1, description="concurrent tasks (threads) per flow")
+    `dask` and `ray` run tasks in worker processes, so they need a real Prefect API
+    (PREFECT_API_URL): under Prefect's ephemeral API every worker would start its own server.
+    """
+
+    task_runner: Literal["threads", "dask", "ray"] = Field(
+        "threads",
+        description="Prefect task runner for fan-out stages: threads, dask (prefect-dask) or ray (the `ray` extra)",
+    )
+    address: str | None = Field(
+        None,
+        description="dask: an existing scheduler (tcp://host:port); ray: an existing cluster (ray://host:port, host:port "
+        "or auto); null = start a local cluster for the flow run",
+    )
+    max_workers: int = Field(
+        2, ge=1, description="concurrent tasks: threads, or the worker processes of a local Dask / Ray cluster"
+    )
     metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
-    schedule_cron: str = Field("0 3 * * *", description="cron schedule of the Prefect deployment `spatialboost-pipeline/scheduled`")
+    schedule_cron: str = Field(
+        "0 3 * * *", description="cron schedule of the Prefect deployment `spatialboost-pipeline/scheduled`"
+    )
 
     @field_validator("schedule_cron")
     @classmethod
@@ -278,6 +294,20 @@ class OrchestrationConfig(_Section):
         if len(value.split()) != 5:
             raise ValueError(f"a cron schedule has 5 fields (minute hour day month weekday), got {value!r}")
         return value
+
+    @field_validator("address")
+    @classmethod
+    def _address_fits_runner(cls, address: str | None, info: ValidationInfo) -> str | None:
+        runner = info.data.get("task_runner")  # validated before address (field order)
+        if address is None or runner is None:
+            return address
+        if runner == "threads":
+            raise ValueError("an address needs task_runner dask or ray; threads run inside the flow's process")
+        if runner == "dask" and not re.match(r"^(tcp|tls|ucx|inproc|ws|wss)://[^/]+$", address):
+            raise ValueError("not a Dask scheduler address like tcp://10.0.0.5:8786")
+        if runner == "ray" and not re.match(r"^(auto|ray://[^/]+|[^/:]+:\d+)$", address):
+            raise ValueError("not a Ray address like ray://10.0.0.5:10001, 10.0.0.5:6379 or auto")
+        return address
 
 
 class LoraSettings(_Section):
@@ -311,6 +341,9 @@ class TrainConfig(_Section):
     split: str | None = Field(
         "train", description="train only on conversations of this split of the RGB-D dataset at image_root (held-out scenes stay out); None = all"
     )
+    max_conversations: int | None = Field(
+        None, ge=1, description="train on this many conversations of the split, a seeded subset (nested: a smaller one is part of a larger one); None = all. The data-scale ablation"
+    )
     init: str = Field("models/bootstrap/vlm", description="SpatialVLM folder (SpatialVLM.save) or LLaVA checkpoint folder to start from")
     output: str = Field("models/boosted", description="run folder: checkpoints/, the trained model, train metrics")
     epochs: int = Field(1, ge=1, description="passes over the conversations (ignored when max_steps is set)")
@@ -329,6 +362,9 @@ class TrainConfig(_Section):
     max_length: int = Field(2048, ge=8, description="text tokens per conversation before the image tokens are expanded; longer ones are truncated")
     seed: int = Field(0, ge=0, description="seed of the data order (per epoch) and of the RNGs at the start")
     shuffle: bool = Field(True, description="reshuffle the conversations every epoch (deterministically, from seed and epoch)")
+    group_by_length: bool = Field(
+        False, description="batch conversations of similar token length together (less padding when short and long ones mix)"
+    )
     checkpoint_every: int = Field(50, ge=0, description="write a resumable checkpoint every this many optimizer steps; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept on disk")
     resume: bool = Field(True, description="continue from the latest checkpoint in the run folder when there is one")
@@ -439,6 +475,10 @@ class BootstrapConfig(_Section):
     language_conversations: int = Field(
         256, ge=0, description="text-only instruct conversations that state a spatial fact and ask it back (answer language, no visual facts)"
     )
+    spatial_text_scenes: int = Field(
+        256, ge=0,
+        description="scenes (rendered in memory, own seed) whose spatial conversations the LLM reads as text, image left out, in the language and instruct phases: the answer language the boost stage's frozen LLM needs",
+    )  # fmt: skip
     num_threads: int | None = Field(
         None, ge=1, description="torch CPU threads while bootstrapping; None = torch's default (1 is fastest for these small models on a busy machine)"
     )
@@ -486,6 +526,40 @@ class RegisterConfig(_Section):
     enabled: bool = Field(True, description="False: log the run but register no encoder version")
 
 
+def _default_ablation_sets() -> dict[str, dict[str, list[Any]]]:
+    return {
+        "turn_order": {"synthesize.order": ["forward", "reversed", "shuffled", "single_turn"]},
+        "adapter": {"train.adapter": ["dual_channel", "full", "lora"]},
+        "data_scale": {"train.max_conversations": [64, 128, 256]},
+    }
+
+
+class AblationsConfig(_Section):
+    """Ablations as variants of the whole pipeline: each value of a set is one `dvc exp run -S
+    key=value` (flows/ablations.py), compared in one table per set. No DVC stage reads this
+    section, so editing it reruns nothing."""
+
+    output: str = Field("reports/ablations", description="folder of <set>.md / .json / .png")
+    sets: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=_default_ablation_sets,
+        description="set name -> {one dotted params key: [values]}; every value must validate",
+    )
+    common: list[str] = Field(
+        default_factory=lambda: ["registry.enabled=false"],
+        description="overrides added to every variant (variants are logged to MLflow but register no encoder)",
+    )
+
+    @field_validator("sets")
+    @classmethod
+    def _one_key_per_set(cls, sets: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        for name, axes in sets.items():
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                raise ValueError(f"set {name!r}: names are lower-case letters, digits and _")
+            if len(axes) != 1 or not next(iter(axes.values())):
+                raise ValueError(f"set {name!r}: give exactly one dotted key with at least one value")
+        return sets
+
+
 class SpatialBoostConfig(_Section):
     """The whole params file."""
 
@@ -503,11 +577,27 @@ class SpatialBoostConfig(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    ablations: AblationsConfig = Field(default_factory=AblationsConfig)
 
     @model_validator(mode="after")
     def _profile_consistent(self) -> SpatialBoostConfig:
         if self.profile == "demo" and self.hub.models:
             raise ValueError("the demo profile is offline: hub.models must be empty")
+        return self
+
+    @model_validator(mode="after")
+    def _ablations_validate(self) -> SpatialBoostConfig:
+        """Every ablation variant is a valid config: a typo fails now, not an hour into a set."""
+        raw = self.model_dump(mode="json", exclude={"ablations"}) | {"ablations": {"sets": {}}}  # a variant has none
+        for name, axes in self.ablations.sets.items():
+            ((key, values),) = axes.items()
+            for value in values:
+                overrides = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}",
+                             *self.ablations.common]  # fmt: skip
+                try:
+                    validate_config(apply_overrides(raw, overrides), source=f"ablations.sets.{name}")
+                except ConfigError as err:
+                    raise ValueError(str(err).replace("\n", "; ")) from None
         return self
 
 

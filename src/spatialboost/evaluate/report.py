@@ -118,7 +118,7 @@ def markdown_table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -150,7 +150,7 @@ def plot_metric_bars(results: Results, path: str | Path) -> Path:
         ax.tick_params(labelsize=8)
     fig.suptitle("Baseline vs boosted (mean ± std)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def plot_depth_examples(examples: Sequence[DepthExample], path: str | Path) -> P
                 rmse = float(np.sqrt(np.mean((panel[valid] - ex.gt[valid]) ** 2)))
                 ax.set_xlabel(f"RMSE {rmse:.2f} m", fontsize=8)
         fig.colorbar(im, ax=fig.axes[-3:], fraction=0.02, pad=0.01, label="metres")
-    return _save(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 @dataclass(frozen=True)

@@ -59,35 +59,37 @@ class GroundTruthObserver:
             depth_file = self.dataset.root / self.dataset.row(image_id).depth
             reason = "invalid_depth" if Path(err.path) == depth_file else "unreadable"
             return ObservationFailure(image_id, uri, reason, str(err))
-        return self._observation(sample, uri)
+        return observation_of(sample, uri, self.provenance)
 
-    def _observation(self, sample: RGBDSample, uri: str) -> Observation:
-        row = sample.row
-        masks, labels, object_ids, colours = [], [], [], []
-        for obj in sorted(sample.annotation["objects"], key=lambda o: o["instance_id"]):
-            mask = sample.instances == obj["instance_id"]  # (H, W) bool
-            box = mask_bbox(mask)
-            if box is None:
-                continue  # fully occluded: nothing of it is in the image
-            masks.append(Mask(mask=mask, score=1.0, stability=1.0, bbox=box))
-            labels.append(Label(name=str(obj["label"]), score=1.0, top_k=((str(obj["label"]), 1.0),)))
-            object_ids.append(int(obj["instance_id"]))
-            colours.append(obj.get("colour"))
-        gravity = np.asarray(row.gravity_cam, dtype=np.float64)
-        return Observation(
-            image_id=row.id,
-            uri=uri,
-            image=sample.rgb,
-            depth=sample.depth,
-            fx=row.fx,
-            fy=row.fy,
-            cx=row.cx,
-            cy=row.cy,
-            focal_source="dataset",
-            masks=tuple(masks),
-            labels=tuple(labels),
-            object_ids=tuple(object_ids),
-            colours=tuple(colours),
-            gravity_cam=gravity if np.isfinite(gravity).all() else None,
-            provenance=self.provenance,
-        )
+
+def observation_of(sample: RGBDSample, uri: str, provenance: Provenance) -> Observation:
+    """The ground-truth observation of one sample (read from a dataset or rendered in memory)."""
+    row = sample.row
+    masks, labels, object_ids, colours = [], [], [], []
+    for obj in sorted(sample.annotation["objects"], key=lambda o: o["instance_id"]):
+        mask = sample.instances == obj["instance_id"]  # (H, W) bool
+        box = mask_bbox(mask)
+        if box is None:
+            continue  # fully occluded: nothing of it is in the image
+        masks.append(Mask(mask=mask, score=1.0, stability=1.0, bbox=box))
+        labels.append(Label(name=str(obj["label"]), score=1.0, top_k=((str(obj["label"]), 1.0),)))
+        object_ids.append(int(obj["instance_id"]))
+        colours.append(obj.get("colour"))
+    gravity = np.asarray(row.gravity_cam, dtype=np.float64)
+    return Observation(
+        image_id=row.id,
+        uri=uri,
+        image=sample.rgb,
+        depth=sample.depth,
+        fx=row.fx,
+        fy=row.fy,
+        cx=row.cx,
+        cy=row.cy,
+        focal_source="dataset",
+        masks=tuple(masks),
+        labels=tuple(labels),
+        object_ids=tuple(object_ids),
+        colours=tuple(colours),
+        gravity_cam=gravity if np.isfinite(gravity).all() else None,
+        provenance=provenance,
+    )

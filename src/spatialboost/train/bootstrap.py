@@ -9,10 +9,14 @@ them depth or geometry:
                    templates' vocabulary; a random LlamaForCausalLM over it
         language   the LLM alone on the text of all conversations, images left out, plus
                    text-only ones that state a spatial fact and ask it back (answer language
-                   and copying; no visual fact): LLaVA starts from a language model, so do we
+                   and copying; no visual fact), plus the spatial conversations of scenes of
+                   its own as text (spatial_text.py: the boost stage freezes the LLM, so it
+                   must already speak the answer language): LLaVA starts from a language
+                   model, so do we
     (c) align      LLaVA-1.5 phase 1: projector only, on captions ("A red cube and a blue sphere.")
     (d) instruct   LLaVA-1.5 phase 2: projector + LLM, on non-spatial QA (colour, shape, count,
-                   presence) plus more of the text-only conversations
+                   presence) plus more of the text-only conversations and the spatial text
+                   again (so that instruct does not make the LLM forget it)
     metrics        encoder multi-label F1 and the align / instruct models' exact-match, on the
                    world's test split (held out from every phase)
 
@@ -46,6 +50,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from spatialboost.config import BootstrapPhase, SpatialBoostConfig, TrainConfig
 from spatialboost.data import RGBDDataset
+from spatialboost.data.rgbd import RGBDSample
 from spatialboost.io import write_json_atomic
 from spatialboost.models.encoders import Dinov2Encoder, VisionEncoder
 from spatialboost.models.tokenizer import IMAGE_TOKEN, build_generation_prompt, train_tokenizer
@@ -70,9 +75,11 @@ from spatialboost.train.bootstrap_encoder import (
 )
 from spatialboost.train.data import ConversationDataset
 from spatialboost.train.loop import MetricsLogger, TrainResult, train
+from spatialboost.train.spatial_text import rendered_sample, spatial_text_records
 from spatialboost.world.dataset import render_image
 
 EXTRA_SPLIT = "bootstrap"
+SPATIAL_TEXT_SPLIT = "bootstrap-text"
 """Split name of the extra scenes: their seeds differ from every train/test scene's."""
 
 
@@ -107,6 +114,12 @@ def run_bootstrap(
             run.metrics["data"] = {"pretrain_images": len(train_images.refs), "test_images": len(test_images.refs)}
         encoder = run.encoder_phase(train_images, test_images)
         records = conversation_records(cfg, train_images)
+        with run.timed("spatial_text"):
+            spatial_text = spatial_text_records(cfg, spatial_text_samples(cfg))
+            records["language"] += spatial_text
+            records["instruct"] += spatial_text
+            run.metrics["data"] |= {"spatial_text_scenes": cfg.bootstrap.spatial_text_scenes,  # the rest: quarantined or empty
+                                    "spatial_text_conversations": len(spatial_text)}  # fmt: skip
         tokenizer = run.tokenizer_phase(records)
         vlm = new_vlm(cfg, encoder, tokenizer)
         images = {**train_images.lookup(), **test_images.lookup()}
@@ -133,6 +146,17 @@ def pretraining_images(cfg: SpatialBoostConfig) -> WorldImages:
         images.images.append(rendering.rgb)
         images.objects.append(visible_objects(annotation, cfg.bootstrap.encoder.min_visible_px))
     return images
+
+
+def spatial_text_samples(cfg: SpatialBoostConfig) -> Iterator[RGBDSample]:
+    """cfg.bootstrap.spatial_text_scenes scenes rendered in memory under their own split name
+    and seed (neither the world's splits nor the encoder's extra scenes): their spatial
+    conversations are read as text only (spatial_text.py)."""
+    world = cfg.world.model_copy(update={"seed": cfg.world.seed + 7919 * (cfg.bootstrap.seed + 1) + 1})
+    for index in range(cfg.bootstrap.spatial_text_scenes):
+        ref = f"{SPATIAL_TEXT_SPLIT}-{index:06d}"
+        rendering, annotation = render_image(world, SPATIAL_TEXT_SPLIT, index, ref)
+        yield rendered_sample(ref, SPATIAL_TEXT_SPLIT, rendering, annotation)
 
 
 def split_images(cfg: SpatialBoostConfig, split: str, limit: int | None) -> WorldImages:
@@ -253,7 +277,8 @@ class BootstrapRun:
                images: dict[str, np.ndarray], phase: BootstrapPhase, stage: str, name: str) -> dict[str, Any]:  # fmt: skip
         loop_cfg = _loop_config(self.cfg.train, stage=stage, seed=self.cfg.bootstrap.seed, epochs=phase.epochs,
                                 max_steps=phase.max_steps, lr=phase.lr, global_batch_size=phase.global_batch_size,
-                                micro_batch_size=phase.micro_batch_size, warmup_ratio=phase.warmup_ratio)  # fmt: skip
+                                micro_batch_size=phase.micro_batch_size, warmup_ratio=phase.warmup_ratio,
+                                group_by_length=True)  # fmt: skip  (captions, QA and 10-turn text mix)
         dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=loop_cfg.max_length,
                                       image_loader=images.__getitem__, cache_images=True)  # fmt: skip
         result = train(vlm, dataset, loop_cfg, self.out / "runs" / name, self.tracker, self.progress, name=name)

@@ -92,7 +92,8 @@ def caption_record(image: str, objects: Sequence[Obj], rng: np.random.Generator)
 
 def nonspatial_questions(objects: Sequence[Obj], rng: np.random.Generator) -> list[tuple[str, str, str]]:
     """Every askable (question, answer, kind) about an image, shuffled; kinds: count, presence,
-    colour (of a class present exactly once), shape (of a colour present exactly once)."""
+    colour (of a class present exactly once), shape (of a colour present exactly once), choice
+    (the colour question as two lettered options, answered "(A)" or "(B)")."""
     n = len(objects)
     count_answer = f"There {'is' if n == 1 else 'are'} {n} object{'' if n == 1 else 's'}."
     questions = [("How many objects are there?", count_answer, "count")]
@@ -105,10 +106,22 @@ def nonspatial_questions(objects: Sequence[Obj], rng: np.random.Generator) -> li
     for label, colour in objects:
         if labels.count(label) == 1:
             questions.append((f"What colour is the {label}?", f"The {label} is {colour}.", "colour"))
+            questions.append(_choice_question(f"What colour is the {label}?", colour, COLOUR_NAMES, rng))
         if colours.count(colour) == 1:
             questions.append((f"What shape is the {colour} object?", f"The {colour} object is {_article(label)} {label}.", "shape"))
     order = rng.permutation(len(questions))
     return [questions[i] for i in order]
+
+
+def _choice_question(question: str, truth: str, options: Sequence[str], rng: np.random.Generator) -> tuple[str, str, str]:
+    """A two-option multiple-choice turn answered with its letter, in the prompt format of BLINK
+    and LLaVA-1.5's multiple-choice data: "...\nSelect from the following choices.\n(A) red\n(B) blue" -> "(A)"."""
+    wrong = [o for o in options if o != truth]
+    other = wrong[int(rng.integers(len(wrong)))]
+    first_is_truth = bool(rng.integers(2))
+    a, b = (truth, other) if first_is_truth else (other, truth)
+    prompt = f"{question}\nSelect from the following choices.\n(A) {a}\n(B) {b}"
+    return prompt, "(A)" if first_is_truth else "(B)", "choice"
 
 
 def instruct_record(

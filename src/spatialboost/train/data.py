@@ -124,6 +124,7 @@ class ConversationDataset(Dataset):
         self.max_length = max_length
         self.load_image = image_loader or local_image_loader(image_root)
         self._cache: dict[str, torch.Tensor] | None = {} if cache_images else None
+        self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -139,6 +140,15 @@ class ConversationDataset(Dataset):
         if pixels is not None and not (ids == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
             raise ValueError(f"record {record.get('id')!r}: the {IMAGE_TOKEN} token was cut by max_length {self.max_length}")
         return SFTExample(ids, labels, pixels)
+
+    def lengths(self) -> list[int]:
+        """Token count of every example (tokenised once, without images; for length grouping)."""
+        if self._lengths is None:
+            self._lengths = [
+                len(build_sft_example(to_messages(r), self.tokenizer, self.max_length, add_image=bool(r.get("image")))[0])
+                for r in self.records
+            ]
+        return self._lengths
 
     def pixels(self, reference: str) -> torch.Tensor:
         """(1, 3, H, W) float32 of an image reference, through the encoder's preprocessing."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,11 +165,34 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> li
     return torch.randperm(n, generator=generator).tolist()
 
 
-def global_batches(n: int, global_batch: int, seed: int, epoch: int, shuffle: bool = True) -> list[list[int]]:
-    """Epoch `epoch` as full global batches of `global_batch` indices (the remainder is dropped)."""
+GROUP_MEGABATCH = 16
+"""Length grouping sorts within windows of this many global batches (HF's LengthGroupedSampler: 50)."""
+
+
+def global_batches(
+    n: int, global_batch: int, seed: int, epoch: int, shuffle: bool = True, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Epoch `epoch` as full global batches of `global_batch` indices (the remainder is dropped).
+
+    lengths: token counts per example: group examples of similar length into the same batch
+    (less padding; a mix of short captions and 10-turn conversations pads to the longest
+    otherwise). The shuffled order is cut into windows of GROUP_MEGABATCH batches, each window
+    sorted by length (longest first) and cut into batches, and the batches are shuffled again:
+    still a function of (n, seed, epoch, lengths) only, so resume stays exact.
+    """
     order = epoch_permutation(n, seed, epoch, shuffle)
     steps = n // global_batch
-    return [order[s * global_batch : (s + 1) * global_batch] for s in range(steps)]
+    if lengths is None:
+        return [order[s * global_batch : (s + 1) * global_batch] for s in range(steps)]
+    if len(lengths) != n:
+        raise ValueError(f"{len(lengths)} lengths for {n} examples")
+    kept, window = order[: steps * global_batch], GROUP_MEGABATCH * global_batch
+    batches = []
+    for start in range(0, len(kept), window):
+        chunk = sorted(kept[start : start + window], key=lambda i: -lengths[i])
+        batches += [chunk[b : b + global_batch] for b in range(0, len(chunk), global_batch)]
+    shuffled = epoch_permutation(len(batches), seed + 1, epoch, shuffle)
+    return [batches[i] for i in shuffled]
 
 
 def rank_micro_batches(batch: list[int], micro_batch: int, rank: int, world_size: int) -> list[list[int]]:
@@ -189,8 +212,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
     `batch_sampler`; every `accumulation_steps` consecutive ones make one optimizer step."""
 
     def __init__(
-        self, n: int, global_batch: int, micro_batch: int, rank: int, world_size: int, seed: int, shuffle: bool = True
-    ) -> None:
+        self, n: int, global_batch: int, micro_batch: int, rank: int, world_size: int, seed: int, shuffle: bool = True,
+        lengths: Sequence[int] | None = None,
+    ) -> None:  # fmt: skip
         if global_batch % (micro_batch * world_size):
             raise ValueError(
                 f"global_batch_size {global_batch} is not a multiple of micro_batch_size {micro_batch} x "
@@ -200,6 +224,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
             raise ValueError(f"{n} conversations are fewer than one global batch of {global_batch}")
         self.n, self.global_batch, self.micro_batch = n, global_batch, micro_batch
         self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.lengths = None if lengths is None else list(lengths)
         self.epoch, self.start_step = 0, 0
 
     @property
@@ -215,7 +240,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_step = epoch, step_in_epoch
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = global_batches(self.n, self.global_batch, self.seed, self.epoch, self.shuffle)
+        batches = global_batches(self.n, self.global_batch, self.seed, self.epoch, self.shuffle, self.lengths)
         for batch in batches[self.start_step :]:
             yield from rank_micro_batches(batch, self.micro_batch, self.rank, self.world_size)
 

@@ -156,8 +156,9 @@ def fit(
     seed_everything(cfg.seed + ctx.rank)
     wrapped = wrap_model(objective, ctx, cfg.strategy, cfg.find_unused_parameters)
     optimizer = build_optimizer(objective, cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.adam_eps)
+    lengths = dataset.lengths() if cfg.group_by_length else None  # type: ignore[attr-defined]
     sampler = GlobalBatchSampler(
-        len(dataset), cfg.global_batch_size, cfg.micro_batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle
+        len(dataset), cfg.global_batch_size, cfg.micro_batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle, lengths
     )
     total = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     scheduler = build_scheduler(optimizer, total, cfg.warmup_ratio, cfg.min_lr_ratio)
@@ -307,6 +308,7 @@ def _run_signature(cfg: TrainConfig, name: str, n_examples: int, total: int) -> 
         "total_steps": total,
         "seed": cfg.seed,
         "shuffle": cfg.shuffle,
+        "group_by_length": cfg.group_by_length,
     }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -51,8 +52,9 @@ def run_train_stage(
     train_cfg = cfg.train
     dtype = resolve_precision(train_cfg.precision, ctx.device) or torch.float32
     vlm, tokenizer = load_initial_model(train_cfg.init, dtype)
+    records = split_conversations(load_conversations(train_cfg.data), train_cfg.image_root, train_cfg.split)
     dataset = ConversationDataset(
-        split_conversations(load_conversations(train_cfg.data), train_cfg.image_root, train_cfg.split),
+        subset_conversations(records, train_cfg.max_conversations, train_cfg.seed),
         tokenizer,
         vlm.encoder.preprocess,
         image_root=train_cfg.image_root,
@@ -78,6 +80,18 @@ def split_conversations(records: list[dict], image_root: str | Path, split: str 
     if not kept:
         raise ValueError(f"no conversation belongs to split {split!r} of {image_root}")
     return kept
+
+
+def subset_conversations(records: list[dict], n: int | None, seed: int) -> list[dict]:
+    """`n` records drawn without replacement by a seeded permutation, in their original order
+    (all when n is None). Subsets are nested: the first n of one permutation, so a smaller data
+    scale is part of every larger one. n larger than the records is an error, not a silent cap."""
+    if n is None:
+        return records
+    if n > len(records):
+        raise ValueError(f"train.max_conversations={n} but only {len(records)} conversations are in the split")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(records))[:n])
+    return [records[i] for i in keep]
 
 
 def save_trained(vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, output: str | Path) -> None:

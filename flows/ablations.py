@@ -1,0 +1,74 @@
+"""Ablations: every variant of a set is one `dvc exp run -S key=value` of the whole pipeline
+(only the stages the change reaches rerun), then one comparison table per set.
+
+    python -m flows.ablations                          # every set in params.yaml `ablations.sets`
+    python -m flows.ablations --only turn_order        # one set (repeatable)
+    python -m flows.ablations --list                   # the variants, without running them
+
+Reports go to `ablations.output` (<set>.md / .json / .png). Each variant is also a DVC
+experiment (`dvc exp show`) and an MLflow run of the `register` stage (no encoder version is
+registered: `ablations.common` sets registry.enabled=false). The workspace (params.yaml,
+dvc.lock, the metrics files and the outputs) is put back as it was when the set ends, errors
+and Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from spatialboost.config import ConfigError, load_config
+from spatialboost.evaluate.ablations import VariantResult, variants, write_ablation_report
+from tasks.ablations import exp_run, restore_files, restore_workspace, snapshot_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@flow(name="ablations")
+def ablations_flow(only: list[str] | None = None, params: str = "params.yaml", repo: str = str(REPO)) -> dict[str, Any]:
+    """Run the variants of the chosen sets one after another; returns {set: report paths}."""
+    logger = get_run_logger()
+    cfg = load_config(Path(repo) / params)
+    todo = variants(cfg, only)
+    metrics_dir = cfg.orchestration.metrics_dir
+    tracked = [params, "dvc.lock", *sorted(str(p.relative_to(repo)) for p in (Path(repo) / metrics_dir).glob("*.json"))]
+    snapshot = snapshot_files(repo, tracked)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: dict[str, list[VariantResult]] = {}
+    try:
+        for i, variant in enumerate(todo, 1):
+            logger.info("variant %d/%d: %s", i, len(todo), " ".join(variant.overrides))
+            restore_files(repo, {params: snapshot[params]})  # -S edits params.yaml: each variant starts from the original
+            metrics = exp_run(repo, list(variant.overrides), f"{variant.exp_name}-{stamp}", metrics_dir)
+            results.setdefault(variant.set_name, []).append(VariantResult(variant, metrics["evaluate"], metrics["train"]))
+    finally:
+        restore_workspace(repo, snapshot)
+    out = Path(repo) / cfg.ablations.output
+    return {name: {k: str(v) for k, v in write_ablation_report(rows, out).items()} for name, rows in results.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--only", action="append", default=None, metavar="SET", help="run only this set (repeatable)")
+    parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(REPO / args.params)
+        todo = variants(cfg, args.only)
+    except (ConfigError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if args.list:
+        for v in todo:
+            print(f"{v.set_name:12s} dvc exp run {' '.join(f'-S {o}' for o in v.overrides)}")
+        return
+    for name, paths in ablations_flow(only=args.only, params=args.params).items():
+        print(f"{name}: {paths['md']}")
+
+
+if __name__ == "__main__":
+    main()
