@@ -7,7 +7,8 @@
 
 Reports go to `ablations.output` (<set>.md / .json / .png). Each variant is also a DVC
 experiment (`dvc exp show`) and an MLflow run of the `register` stage (no encoder version is
-registered: `ablations.common` sets registry.enabled=false). The workspace (params.yaml,
+registered: `ablations.common` sets registry.enabled=false). One `prefect server` serves the
+runner and every stage (flows/pipeline.py `prefect_api`). The workspace (params.yaml,
 dvc.lock, the metrics files and the outputs) is put back as it was when the set ends, errors
 and Ctrl-C included.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.pipeline import prefect_api
 from spatialboost.config import ConfigError, load_config
 from spatialboost.evaluate.ablations import VariantResult, variants, write_ablation_report
 from tasks.ablations import exp_run, restore_files, restore_workspace, snapshot_files
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         for v in todo:
             print(f"{v.set_name:12s} dvc exp run {' '.join(f'-S {o}' for o in v.overrides)}")
         return
-    for name, paths in ablations_flow(only=args.only, params=args.params).items():
+    with prefect_api():  # one Prefect server for the runner and every stage of every variant
+        reports = ablations_flow(only=args.only, params=args.params)
+    for name, paths in reports.items():
         print(f"{name}: {paths['md']}")
 
 
