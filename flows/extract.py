@@ -43,4 +43,4 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
 
 
 if __name__ == "__main__":
-    run_stage(extract_flow, __doc__)
+    run_stage(extract_flow, __doc__, fan_out=True)

@@ -4,21 +4,131 @@ Prefect as its own run.
 
     python -m flows.pipeline                       # run once, now
     python -m flows.pipeline --serve               # create the deployment and serve it (cron)
+
+Run once, every stage reports to ONE Prefect API: PREFECT_API_URL when it is set, else a
+`prefect server` started for the run and stopped at its end (errors and Ctrl-C included).
+Without it each stage would start Prefect's ephemeral API (13-21 s a stage); the Dask and
+Ray task runners need a real server anyway.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import psutil  # a dependency of dvc, which this pipeline drives
 from prefect import flow
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from spatialboost.config import load_config
 from tasks.dvc import dvc_push, dvc_repro
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "scheduled"
+SERVER_STARTUP_TIMEOUT_S = 120.0  # healthy after ~17-20 s on 2 idle cores; much longer beside training jobs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} was not healthy within {timeout:.0f} s")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop the server's whole process group (it runs in its own session)."""
+    if server.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def _interrupt_handler(keep: int) -> Callable[[int, FrameType | None], None]:
+    """A SIGTERM/SIGHUP handler that acts like Ctrl-C: a terminal's Ctrl-C reaches the whole
+    process group, a SIGTERM only this process, so it is passed on to `dvc repro` and the stage
+    under it (every descendant but `keep`, the server, which the caller stops) before unwinding."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for child in psutil.Process().children(recursive=True):
+            if child.pid != keep:
+                with contextlib.suppress(psutil.Error):
+                    child.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return interrupt
+
+
+@contextlib.contextmanager
+def prefect_api(timeout: float = SERVER_STARTUP_TIMEOUT_S) -> Iterator[str]:
+    """The URL of the Prefect API this run reports to, exported as PREFECT_API_URL to subprocesses.
+
+    Reuses PREFECT_API_URL when set; otherwise starts `prefect server` on a free local port
+    (its log in $PREFECT_HOME/server.log) and stops it on the way out. SIGTERM and SIGHUP are
+    turned into KeyboardInterrupt meanwhile, so that a killed run does not leave the server behind.
+    """
+    configured = get_current_settings().api.url
+    if configured:
+        yield configured
+        return
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    home = Path(get_current_settings().home)
+    home.mkdir(parents=True, exist_ok=True)
+    previous_env = os.environ.get("PREFECT_API_URL")
+    with open(home / "server.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        interrupt = _interrupt_handler(keep=server.pid)
+        handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _wait_healthy(url, server, timeout)
+        os.environ["PREFECT_API_URL"] = url  # the `dvc repro` subprocess and every stage flow under it
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        _stop(server)
+        if previous_env is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous_env
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 @flow(name="spatialboost-pipeline")
@@ -44,15 +154,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help="serve the scheduled deployment instead of running once")
     parser.add_argument("--params", default="params.yaml", help="params file whose orchestration.schedule_cron is used")
-    parser.add_argument("--cron", default=None, help="schedule of the deployment (default: orchestration.schedule_cron)")
-    parser.add_argument("--set", "-S", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="params override passed to `dvc exp run -S` (repeatable)")
+    parser.add_argument(
+        "--cron", default=None, help="schedule of the deployment (default: orchestration.schedule_cron)"
+    )
+    parser.add_argument(
+        "--set",
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="params override passed to `dvc exp run -S` (repeatable)",
+    )
     parser.add_argument("--no-push", action="store_true", help="do not push to the DVC remote")
+    parser.add_argument("--repo", default=str(REPO), help="the DVC repository to reproduce (default: this one)")
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.cron or load_config(args.params).orchestration.schedule_cron, args.overrides)
-    else:
-        pipeline_flow(overrides=args.overrides, push=not args.no_push)
+        return
+    with prefect_api():
+        pipeline_flow(overrides=args.overrides, push=not args.no_push, repo=str(Path(args.repo).resolve()))
 
 
 if __name__ == "__main__":

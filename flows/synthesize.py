@@ -23,7 +23,9 @@ def synthesize_flow(params: str = "params.yaml", overrides: list[str] | None = N
     start = time.perf_counter()
     shards = plan_synthesis(cfg)
     futures = [synthesize_shard_task.submit(cfg, shard) for shard in shards]
-    reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="synthesize shards", unit="shard")]
+    reports = [
+        f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="synthesize shards", unit="shard")
+    ]
     metrics = finalize_synthesis(cfg, shards, sorted(reports, key=lambda r: r.get("index", 0)))
     if cfg.data.source == "world" and cfg.extract.backend == "ground_truth":
         checked = check_answers(cfg)
@@ -34,4 +36,4 @@ def synthesize_flow(params: str = "params.yaml", overrides: list[str] | None = N
 
 
 if __name__ == "__main__":
-    run_stage(synthesize_flow, __doc__)
+    run_stage(synthesize_flow, __doc__, fan_out=True)

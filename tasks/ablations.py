@@ -48,3 +48,20 @@ def restore_workspace(repo: str, snapshot: Snapshot) -> None:
     restore_files(repo, snapshot)
     get_run_logger().info("restored %s; dvc checkout", ", ".join(snapshot))
     subprocess.run(["dvc", "checkout", "--force"], cwd=repo, check=True, capture_output=True, text=True)
+
+
+def finished_experiments(repo: str | Path) -> list[dict[str, Any]]:
+    """The DVC experiments of the repository that finished: [{"name", "params", "metrics"}], where
+    params is params.yaml as DVC read it and metrics maps a stage to its metrics file's content."""
+    out = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], cwd=repo, check=True, capture_output=True, text=True)
+    found = []
+    for commit in json.loads(out.stdout or "[]"):
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                data = rev.get("data") or {}
+                if rev.get("error") or not rev.get("name") or not data:
+                    continue
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                metrics = {Path(path).stem: (entry or {}).get("data") for path, entry in (data.get("metrics") or {}).items()}
+                found.append({"name": rev["name"], "params": params, "metrics": metrics})
+    return found

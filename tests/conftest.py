@@ -34,3 +34,16 @@ def tiny_dvc_repo(tmp_path):
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=repo, check=True, env=env)
     return repo
+
+
+@pytest.fixture(scope="session")
+def prefect_server_env(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real `prefect server` for the session (Dask / Ray workers need one): the environment that
+    points subprocesses at it. Stopped, its process group included, at the end of the session."""
+    from tests.servers import start_prefect_server, stop_process
+
+    server, env = start_prefect_server(str(tmp_path_factory.mktemp("prefect-home")))
+    try:
+        yield env
+    finally:
+        stop_process(server)

@@ -111,7 +111,7 @@ def test_a_set_runs_as_dvc_experiments_and_the_workspace_comes_back(prefect_harn
         ablations:
           output: reports/ablations
           common: []
-          sets: {adapter: {train.adapter: [full, dual_channel]}}
+          sets: {adapter: {train.adapter: [full, dual_channel, lora]}}
         """))  # fmt: skip
     (repo / "fake_stage.py").write_text(FAKE_STAGE)
     (repo / "dvc.yaml").write_text(textwrap.dedent("""\
@@ -133,9 +133,17 @@ def test_a_set_runs_as_dvc_experiments_and_the_workspace_comes_back(prefect_harn
     paths = ablations_flow(params="params.yaml", repo=str(repo))
 
     saved = json.loads(Path(paths["adapter"]["json"]).read_text())
-    assert [v["train"]["adapter"] for v in saved["variants"]] == ["full", "dual_channel"]  # each ran with its value
-    assert [v["evaluate"]["boosted"]["cls_top1"]["mean"] for v in saved["variants"]] == [0.30, 0.48]
+    assert [v["train"].get("adapter") for v in saved["variants"]] == ["full", "dual_channel", None]  # each ran with its value
+    assert [v["evaluate"]["boosted"]["cls_top1"]["mean"] for v in saved["variants"][:2]] == [0.30, 0.48]
+    assert "KeyError" in saved["variants"][2]["error"]  # the fake stage knows no lora: a failed row, the set went on
+    assert "| lora | failed: " in Path(paths["adapter"]["md"]).read_text()
     assert saved["claims"][0]["verdict"] == "met"  # dual-channel lost 0.02 of classification, full 0.20
     assert {p: (repo / p).read_bytes() for p in before} == before  # params, lock, metrics and outputs put back
     exps = subprocess.run(["dvc", "exp", "ls", "--name-only"], cwd=repo, check=True, capture_output=True, text=True).stdout
     assert sum(line.startswith("adapter-") for line in exps.split()) == 2
+
+    again = json.loads(Path(ablations_flow(params="params.yaml", repo=str(repo))["adapter"]["json"]).read_text())
+    assert again["variants"][:2] == saved["variants"][:2]  # finished variants are reused, not rerun
+    exps = subprocess.run(["dvc", "exp", "ls", "--name-only"], cwd=repo, check=True, capture_output=True, text=True).stdout
+    assert sum(line.startswith("adapter-") for line in exps.split()) == 2
+    assert {p: (repo / p).read_bytes() for p in before} == before

@@ -328,6 +328,8 @@ def test_held_out_scenes_never_reach_training(tmp_path) -> None:
     records = [{"id": f"{split}-{i:06d}"} for split, n in (("train", 3), ("test", 2)) for i in range(n)]
     assert [r["id"] for r in split_conversations(records, root, "train")] == [f"train-{i:06d}" for i in range(3)]
     assert split_conversations(records, root, None) == records
+    single_turn = [{"id": f"{split}-{i:06d}-t00", "image": f"rgb/{split}-{i:06d}.png"} for split, i in (("train", 1), ("test", 0))]
+    assert split_conversations(single_turn, root, "train") == single_turn[:1]
     assert split_conversations(records, tmp_path / "not-a-dataset", "train") == records
 
 

@@ -77,6 +77,7 @@ class VariantResult:
     variant: Variant
     evaluate: Mapping[str, Mapping[str, Mapping[str, float | None]]]  # {"baseline"|"boosted": {metric: {"mean", "std"}}}
     train: Mapping[str, Any]
+    error: str | None = None  # why the variant's run failed (its metrics are then empty)
 
 
 CLAIMS: dict[str, list[tuple[str, str, str, str]]] = {
@@ -101,7 +102,7 @@ def check_claims(results: Sequence[VariantResult]) -> list[dict[str, Any]]:
     if not results:
         return []
     set_name = results[0].variant.set_name
-    by_label = {r.variant.label: r for r in results}
+    by_label = {r.variant.label: r for r in results if not r.error}
     checks = []
     for description, metric, winner, versus in CLAIMS.get(set_name, []):
         others = [label for label in by_label if label != winner] if versus == "others" else [versus]
@@ -138,11 +139,14 @@ def ablation_table(results: Sequence[VariantResult]) -> str:
     head = [f"`{key}`", "train loss (first → final)", *(f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in JSON_METRICS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
+        if r.error:
+            lines.append("| " + " | ".join([r.variant.label, f"failed: {r.error}", *("–" for _ in JSON_METRICS)]) + " |")
+            continue
         loss = "–"
         if r.train.get("first_loss") is not None and r.train.get("final_loss") is not None:
             loss = f"{r.train['first_loss']:.3f} → {r.train['final_loss']:.3f}"
         lines.append("| " + " | ".join([r.variant.label, loss, *(_cell(r, m) for m in JSON_METRICS)]) + " |")
-    base = results[0]
+    base = next((r for r in results if not r.error), results[0])
     lines.append("| baseline encoder | – | " + " | ".join(
         f"{_mean(base, 'baseline', m):.3f}" if _mean(base, "baseline", m) is not None else "–" for m in JSON_METRICS
     ) + " |")  # fmt: skip
@@ -151,6 +155,7 @@ def ablation_table(results: Sequence[VariantResult]) -> str:
 
 def plot_ablation(results: Sequence[VariantResult], path: str | Path) -> Path:
     """One panel per metric: a bar per variant (boosted mean ± std), the baseline as a dashed line."""
+    results = [r for r in results if not r.error] or list(results)
     metrics = [m for m in JSON_METRICS if any(_mean(r, "boosted", m) is not None for r in results)]
     cols = min(3, len(metrics)) or 1
     rows = math.ceil(len(metrics) / cols)
@@ -161,7 +166,7 @@ def plot_ablation(results: Sequence[VariantResult], path: str | Path) -> Path:
         means = [_mean(r, "boosted", metric) or 0.0 for r in results]
         stds = [r.evaluate.get("boosted", {}).get(metric, {}).get("std") or 0.0 for r in results]
         ax.bar(labels, means, yerr=stds, capsize=4, color="#1f77b4")
-        base = _mean(results[0], "baseline", metric)
+        base = next((b for b in (_mean(r, "baseline", metric) for r in results) if b is not None), None)
         if base is not None:
             ax.axhline(base, color="#8c8c8c", linestyle="--", linewidth=1, label="baseline")
         label, higher_better = METRICS[metric]
@@ -199,7 +204,7 @@ def write_ablation_report(results: Sequence[VariantResult], out_dir: str | Path)
         "set": name,
         "key": results[0].variant.key,
         "variants": [{"value": r.variant.value, "overrides": list(r.variant.overrides), "evaluate": r.evaluate,
-                      "train": dict(r.train)} for r in results],  # fmt: skip
+                      "train": dict(r.train), "error": r.error} for r in results],  # fmt: skip
         "claims": claims,
     }
     js = out / f"{name}.json"

@@ -70,13 +70,16 @@ def run_train_stage(
 
 def split_conversations(records: list[dict], image_root: str | Path, split: str | None) -> list[dict]:
     """Only the conversations of `split` of the RGB-D dataset at `image_root` (all when split is
-    None or image_root is no such dataset): held-out scenes must never reach training."""
+    None or image_root is no such dataset): held-out scenes must never reach training. A record
+    belongs to the split by its id (an image id) or its image (single-turn ids are "<id>-tNN")."""
     if split is None or not (Path(image_root) / "index.parquet").is_file():
         return records
     from spatialboost.data import RGBDDataset
 
-    allowed = set(RGBDDataset(image_root).ids(split))
-    kept = [record for record in records if record["id"] in allowed]
+    dataset = RGBDDataset(image_root)
+    ids = dataset.ids(split)
+    allowed, images = set(ids), {dataset.row(i).rgb for i in ids}
+    kept = [record for record in records if record["id"] in allowed or record.get("image") in images]
     if not kept:
         raise ValueError(f"no conversation belongs to split {split!r} of {image_root}")
     return kept
