@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil  # a dependency of dvc, which this pipeline drives
 from prefect import flow
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
 from spatialboost.config import load_config
@@ -87,6 +89,13 @@ def _interrupt_handler(keep: int) -> Callable[[int, FrameType | None], None]:
     return interrupt
 
 
+def _drain_to_api(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued in this process before the server goes away (else
+    Prefect's background workers print "Error logging to API" at exit)."""
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout)
+
+
 @contextlib.contextmanager
 def prefect_api(timeout: float = SERVER_STARTUP_TIMEOUT_S) -> Iterator[str]:
     """The URL of the Prefect API this run reports to, exported as PREFECT_API_URL to subprocesses.
@@ -122,6 +131,7 @@ def prefect_api(timeout: float = SERVER_STARTUP_TIMEOUT_S) -> Iterator[str]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield url
     finally:
+        _drain_to_api()
         _stop(server)
         if previous_env is None:
             os.environ.pop("PREFECT_API_URL", None)
