@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from spatialboost.config import SpatialBoostConfig, validate_config
+from spatialboost.data import RGBDDataset
 from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
@@ -24,6 +25,8 @@ from spatialboost.train.bootstrap_data import (
     language_record,
     multilabel_targets,
     nonspatial_questions,
+    point_questions,
+    referring_points,
     visible_objects,
 )
 from spatialboost.train.spatial_text import spatial_text_records
@@ -77,8 +80,9 @@ def test_every_phase_reports_and_the_outputs_load_like_released_checkpoints(firs
     for phase in ("encoder", "language", "align", "instruct"):
         assert metrics[phase]["steps"] > 0 and np.isfinite(metrics[phase]["final_loss"])
     assert set(metrics["encoder"]["test"]) == {"f1", "shape_f1", "colour_f1", "exact_set_accuracy"}
-    assert set(metrics["instruct"]["test"]["by_kind"]) <= {"count", "presence", "colour", "shape", "choice"}
-    assert metrics["instruct"]["test"]["n"] == 4 * 2
+    assert set(metrics["instruct"]["test"]["by_kind"]) <= {"count", "presence", "colour", "shape", "choice", "point"}
+    assert "point" in metrics["instruct"]["test"]["by_kind"]
+    assert metrics["instruct"]["test"]["n"] == 4 * (2 + 2)  # questions_per_image + point_questions
     data = dict(metrics["data"])
     texts = data.pop("spatial_text_conversations")
     assert data == {"pretrain_images": 12 + 4, "test_images": 4, "spatial_text_scenes": 3} and 1 <= texts <= 3
@@ -124,6 +128,30 @@ def test_bootstrap_data_is_semantic_only(world):
         for turn in record["conversations"]:
             assert not GEOMETRY_WORDS.search(turn["value"]), turn["value"]
     assert LABELS[:7] == ("cube", "sphere", "cylinder", "cone", "pyramid", "ellipsoid", "capsule") and len(LABELS) == 15
+
+
+def test_referring_points_name_what_the_world_has_there(world):
+    dataset = RGBDDataset(world)
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for image_id in dataset.ids():
+        s = dataset.sample(image_id)
+        names = {o["instance_id"]: f"the {o['colour']} {o['label']}" for o in s.annotation["objects"]}
+        points = referring_points(s.instances, s.depth, s.annotation, rng, n=6, min_pixels=10)
+        assert len(points) == 6
+        for x, y, what in points:
+            instance = int(s.instances[y, x])
+            if instance:
+                assert what == names[instance] and s.annotation["objects"][instance - 1]["pixel_count"] >= 10
+                kinds.add("object")
+            else:
+                assert what == ("the ground" if s.depth[y, x] > 0 else "the sky")
+                kinds.add(what)
+        for question, answer, kind in point_questions(points, rng):
+            x, y, what = next(p for p in points if f"({p[0]}, {p[1]})" in question)
+            assert kind == "point" and f"({x}, {y})" in answer
+            assert what in answer or (what.split()[1] in answer and "colour" in question)
+    assert kinds == {"object", "the ground", "the sky"}
 
 
 def test_captions_targets_and_questions_say_what_is_visible():

@@ -60,6 +60,8 @@ def test_trained_tokenizer_round_trip(tmp_path: Path, tokenizer) -> None:
     assert tokenizer(f"a {IMAGE_TOKEN} b", add_special_tokens=False)["input_ids"].count(3) == 1
     reloaded = load_tokenizer(tokenizer.name_or_path)  # the folder train_tokenizer saved to
     assert reloaded(text)["input_ids"] == ids
+    digits = [tokenizer.decode([i]) for i in tokenizer("(103, 56) is 12.5 m", add_special_tokens=False)["input_ids"]]
+    assert [t.strip() for t in digits if t.strip().isdigit()] == list("10356125")  # one token per digit, like Llama
     with pytest.raises(ValueError, match="vocab_size"):
         train_tokenizer(["x"], 100, tmp_path / "small")
 

@@ -472,6 +472,9 @@ class BootstrapConfig(_Section):
     extra_scenes: int = Field(768, ge=0, description="scenes rendered in memory (own seed) and added to the world train split for pre-training")
     eval_scenes: int = Field(64, ge=0, description="world test images used for the held-out metrics (0 = none)")
     questions_per_image: int = Field(3, ge=1, le=6, description="non-spatial QA turns per instruct conversation")
+    point_questions: int = Field(
+        2, ge=0, le=8, description="referring-point turns per instruct conversation ('What is at the point (x, y)?'): the frozen LLM's pixel lookup"
+    )
     language_conversations: int = Field(
         256, ge=0, description="text-only instruct conversations that state a spatial fact and ask it back (answer language, no visual facts)"
     )

@@ -58,11 +58,13 @@ from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads
 from spatialboost.train.bootstrap_data import (
     CAPTION_PROMPTS,
+    Point,
     caption,
     caption_record,
     instruct_record,
     language_record,
     multilabel_targets,
+    referring_points,
     tokenizer_corpus,
     visible_objects,
 )
@@ -85,11 +87,21 @@ SPATIAL_TEXT_SPLIT = "bootstrap-text"
 
 @dataclass
 class WorldImages:
-    """Images with what is visible in them: refs (ids), uint8 (H, W, 3) images, objects."""
+    """Images with what is visible in them: refs (ids), uint8 (H, W, 3) images, objects, and
+    referring points (x, y, what is there) for the instruct phase."""
 
     refs: list[str]
     images: list[np.ndarray]
     objects: list[list[tuple[str, str]]]
+    points: list[list[Point]]
+
+    def add(self, ref: str, rgb: np.ndarray, instances: np.ndarray, depth: np.ndarray,
+            annotation: dict[str, Any], cfg: SpatialBoostConfig, rng: np.random.Generator) -> None:  # fmt: skip
+        min_px = cfg.bootstrap.encoder.min_visible_px
+        self.refs.append(ref)
+        self.images.append(rgb)
+        self.objects.append(visible_objects(annotation, min_px))
+        self.points.append(referring_points(instances, depth, annotation, rng, cfg.bootstrap.point_questions, min_px))
 
     def lookup(self) -> dict[str, np.ndarray]:
         return dict(zip(self.refs, self.images, strict=True))
@@ -139,12 +151,11 @@ def pretraining_images(cfg: SpatialBoostConfig) -> WorldImages:
     rendered in memory with the world's params under their own split name and seed."""
     images = split_images(cfg, "train", None)
     world = cfg.world.model_copy(update={"seed": cfg.world.seed + 7919 * (cfg.bootstrap.seed + 1)})
+    rng = np.random.default_rng([cfg.bootstrap.seed, 6, 1])
     for index in range(cfg.bootstrap.extra_scenes):
         ref = f"{EXTRA_SPLIT}-{index:06d}"
         rendering, annotation = render_image(world, EXTRA_SPLIT, index, ref)
-        images.refs.append(ref)
-        images.images.append(rendering.rgb)
-        images.objects.append(visible_objects(annotation, cfg.bootstrap.encoder.min_visible_px))
+        images.add(ref, rendering.rgb, rendering.instances, rendering.depth, annotation, cfg, rng)
     return images
 
 
@@ -162,10 +173,12 @@ def spatial_text_samples(cfg: SpatialBoostConfig) -> Iterator[RGBDSample]:
 def split_images(cfg: SpatialBoostConfig, split: str, limit: int | None) -> WorldImages:
     """The first `limit` images (all when None) of a split of the world dataset at cfg.world.root."""
     dataset = RGBDDataset(cfg.world.root)
-    ids = dataset.ids(split)[:limit]
-    refs = [dataset.row(i).rgb for i in ids]
-    objects = [visible_objects(dataset.annotation(i), cfg.bootstrap.encoder.min_visible_px) for i in ids]
-    return WorldImages(refs, [dataset.rgb(i) for i in ids], objects)
+    rng = np.random.default_rng([cfg.bootstrap.seed, 6, 0 if split == "train" else 2])
+    images = WorldImages([], [], [], [])
+    for image_id in dataset.ids(split)[:limit]:
+        s = dataset.sample(image_id)
+        images.add(dataset.row(image_id).rgb, s.rgb, s.instances, s.depth, s.annotation, cfg, rng)
+    return images
 
 
 def conversation_records(cfg: SpatialBoostConfig, images: WorldImages) -> dict[str, list[dict[str, Any]]]:
@@ -178,9 +191,11 @@ def conversation_records(cfg: SpatialBoostConfig, images: WorldImages) -> dict[s
     seed, n_language = cfg.bootstrap.seed, cfg.bootstrap.language_conversations
     captions, questions = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
     language = np.random.default_rng([seed, 3])
-    pairs = list(zip(images.refs, images.objects, strict=True))
-    align = [caption_record(ref, objects, captions) for ref, objects in pairs]
-    instruct = [instruct_record(ref, objects, questions, cfg.bootstrap.questions_per_image)[0] for ref, objects in pairs]
+    align = [caption_record(ref, objects, captions) for ref, objects in zip(images.refs, images.objects, strict=True)]
+    instruct = [
+        instruct_record(ref, objects, questions, cfg.bootstrap.questions_per_image, points)[0]
+        for ref, objects, points in zip(images.refs, images.objects, images.points, strict=True)
+    ]
     spatial_language = [language_record(language, i) for i in range(2 * n_language)]
     text_only = [{k: v for k, v in r.items() if k != "image"} | {"conversations": _without_image(r)} for r in align + instruct]
     return {
@@ -330,8 +345,8 @@ def held_out_questions(cfg: SpatialBoostConfig, test_images: WorldImages) -> lis
     test image (one of each kind first), from their own seeded stream."""
     rng = np.random.default_rng([cfg.bootstrap.seed, 5])
     items = []
-    for ref, objects in zip(test_images.refs, test_images.objects, strict=True):
-        _, asked = instruct_record(ref, objects, rng, cfg.bootstrap.questions_per_image)
+    for ref, objects, points in zip(test_images.refs, test_images.objects, test_images.points, strict=True):
+        _, asked = instruct_record(ref, objects, rng, cfg.bootstrap.questions_per_image, points)
         items += [(ref, q, a, kind) for q, a, kind in asked]
     return items
 

@@ -1,14 +1,18 @@
 """The bootstrap stage's data: what is in a world image, said without any geometry.
 
 Everything here is semantic: which shape classes and colours are visible, captions listing
-them in a fixed (class, colour) order, and non-spatial questions (colour, shape, count,
-presence). No depth, distance, size or position ever reaches the bootstrap models; that is
-what the boost stage has to teach the encoder.
+them in a fixed (class, colour) order, non-spatial questions (colour, shape, count, presence)
+and referring points ("What is at the point (40, 71)?" -> "The point (40, 71) is on the red
+cube."), the region-level data of LLaVA-1.5's instruction mix: the LLM learns to look up the
+image tokens of a point given as pixel coordinates, which the boost stage's pixel-level turns
+ask of it once it is frozen. Points appear only in questions; no depth, distance or size ever
+reaches the bootstrap models: that is what the boost stage has to teach the encoder.
 
     objects = visible_objects(annotation, min_pixels=30)        # [("cube", "red"), ...]
     targets = multilabel_targets(objects)                        # (15,) 0/1 float32
     record = caption_record("rgb/train-000001.png", objects, rng)
-    record, asked = instruct_record("rgb/train-000001.png", objects, rng, n_questions=3)
+    points = referring_points(instances, depth, annotation, rng, n=4, min_pixels=30)   # [(x, y, "the red cube"), ...]
+    record, asked = instruct_record("rgb/train-000001.png", objects, rng, n_questions=3, points=points)
 
 Randomness only through the passed `np.random.Generator`.
 """
@@ -30,6 +34,7 @@ LABELS = (*SHAPE_CLASSES, *COLOUR_NAMES)
 """The encoder's multi-label targets: 7 shape classes, then 8 colours."""
 
 Obj = tuple[str, str]  # (shape class, colour)
+Point = tuple[int, int, str]  # (x, y) pixel column and row, what is there: "the red cube", "the ground", "the sky"
 
 CAPTION_PROMPTS = (
     "Describe the image briefly.",
@@ -124,17 +129,70 @@ def _choice_question(question: str, truth: str, options: Sequence[str], rng: np.
     return prompt, "(A)" if first_is_truth else "(B)", "choice"
 
 
+def referring_points(
+    instances: np.ndarray,
+    depth: np.ndarray,
+    annotation: dict[str, Any],
+    rng: np.random.Generator,
+    n: int,
+    min_pixels: int,
+) -> list[Point]:
+    """n points of an image and what each lies on: two in three on a visible object (one with
+    at least min_pixels pixels, chosen uniformly), the rest anywhere else (ground or sky).
+
+    instances: (H, W) instance ids (0 = ground or sky); depth: (H, W) metres, 0 = sky (used
+    only to tell ground from sky); annotation: the world's, with each object's instance_id.
+    """
+    names = {o["instance_id"]: f"the {o['colour']} {o['label']}" for o in annotation["objects"]
+             if o["pixel_count"] >= min_pixels}  # fmt: skip
+    background = np.flatnonzero(instances.ravel() == 0)
+    points = []
+    for _ in range(n):
+        on_object = names and (len(background) == 0 or rng.random() < 2 / 3)
+        if on_object:
+            instance = list(names)[int(rng.integers(len(names)))]
+            pixels = np.flatnonzero(instances.ravel() == instance)
+        else:
+            pixels = background
+        if len(pixels) == 0:
+            continue
+        y, x = divmod(int(pixels[int(rng.integers(len(pixels)))]), instances.shape[1])
+        what = names[instance] if on_object else ("the ground" if depth[y, x] > 0 else "the sky")
+        points.append((x, y, what))
+    return points
+
+
+def point_questions(points: Sequence[Point], rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """A referring question per point, kind "point": what is there, or which colour it has."""
+    questions = []
+    for x, y, what in points:
+        if what.count(" ") == 2 and rng.random() < 0.5:  # "the red cube": ask its colour
+            colour = what.split()[1]
+            questions.append((f"What colour is the object at ({x}, {y})?", f"The object at ({x}, {y}) is {colour}.", "point"))
+        else:
+            questions.append((f"What is at the point ({x}, {y})?", f"The point ({x}, {y}) is on {what}.", "point"))
+    return questions
+
+
 def instruct_record(
-    image: str, objects: Sequence[Obj], rng: np.random.Generator, n_questions: int
+    image: str,
+    objects: Sequence[Obj],
+    rng: np.random.Generator,
+    n_questions: int,
+    points: Sequence[Point] = (),
 ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """One instruct-phase conversation of up to n_questions non-spatial turns (one per kind
-    first, so every kind is practised), and the turns asked."""
+    first, so every kind is practised) and a referring turn per point, in random order; and
+    the turns asked."""
     candidates = nonspatial_questions(objects, rng)
     first_of_kind = {}
     for q in candidates:
         first_of_kind.setdefault(q[2], q)
     rest = [q for q in candidates if q not in first_of_kind.values()]
     turns = (list(first_of_kind.values()) + rest)[:n_questions]
+    if points:
+        turns += point_questions(points, rng)
+        turns = [turns[i] for i in rng.permutation(len(turns))]
     return llava(image, [(q, a) for q, a, _ in turns], f"instruct-{image}"), turns
 
 
