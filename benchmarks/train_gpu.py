@@ -144,7 +144,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(
         stage="boost", adapter="dual_channel", train_projector=True, max_steps=args.warmup + args.steps,
         global_batch_size=args.global_batch, micro_batch_size=args.micro_batch, lr=2e-5, warmup_ratio=0.0,
-        precision="bf16" if device.type == "cuda" else "fp32", gradient_checkpointing=True,
+        precision="bf16" if device.type == "cuda" else "fp32", gradient_checkpointing=args.gradient_checkpointing,
         checkpoint_every=0, max_length=args.text_tokens, shuffle=False, num_workers=args.workers,
     )  # fmt: skip
     report = prepare_stage(vlm, cfg)  # train() finds the adapter in place and keeps it
@@ -169,6 +169,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "global_batch": args.global_batch,
         "micro_batch": args.micro_batch,
         "text_tokens": args.text_tokens,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "steps_timed": len(timed),
         "step_s": seconds / len(timed),
         "tokens_per_s": tokens / seconds,
@@ -182,22 +183,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    r = result["result"]
-    return "\n".join([
+def run_key(r: dict[str, Any]) -> str:
+    return f"micro{r['micro_batch']}-ckpt{'on' if r.get('gradient_checkpointing', True) else 'off'}"
+
+
+def markdown(runs: dict[str, dict[str, Any]]) -> str:
+    """One table row per configuration measured (results/train_gpu.json keeps them all)."""
+    lines = [
         "# Boost stage at the paper's size on one GPU",
         "",
-        f"{result['date']}, {r['device_name']}, torch {result['torch']}. Random CLIP ViT-L/14-336 + 7B-shaped Llama,",
-        "bf16 autocast (fp32 trainable weights), gradient checkpointing, dual-channel attention, LLM frozen.",
-        f"Global batch {r['global_batch']} (micro {r['micro_batch']}), 1 image + {r['text_tokens']} text tokens each; "
-        f"{r['steps_timed']} timed steps after warm-up.",
+        "Random CLIP ViT-L/14-336 + 7B-shaped Llama, bf16 autocast (fp32 trainable weights), dual-channel",
+        "attention, LLM frozen; 1 image + text tokens per example, timed steps after warm-up.",
+        "Command: `PYTHONPATH=src:tests python benchmarks/train_gpu.py [--micro-batch N] [--no-gradient-checkpointing]`.",
         "",
-        "| tokens/s | step s | peak memory GiB | achieved TFLOP/s | MFU | trainable / total params |",
-        "|---|---|---|---|---|---|",
-        f"| {r['tokens_per_s']:.0f} | {r['step_s']:.2f} | {r['peak_memory_gib']:.1f} | {r['achieved_tflops']:.0f} | "
-        f"{r['mfu']:.1%} | {r['parameters']['trainable'] / 1e6:.0f}M / {r['parameters']['total'] / 1e9:.2f}B |",
-        "",
-    ])  # fmt: skip
+        "| date | device, torch | global / micro batch | text tokens | grad. ckpt | tokens/s | step s | peak GiB | TFLOP/s | MFU | trainable / total |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in runs.values():
+        r = result["result"]
+        lines.append(
+            f"| {result['date']} | {r['device_name']}, {result['torch']} | {r['global_batch']} / {r['micro_batch']} "
+            f"| {r['text_tokens']} | {'on' if r.get('gradient_checkpointing', True) else 'off'} | {r['tokens_per_s']:.0f} "
+            f"| {r['step_s']:.2f} | {r['peak_memory_gib']:.1f} | {r['achieved_tflops']:.0f} | {r['mfu']:.1%} "
+            f"| {r['parameters']['trainable'] / 1e6:.0f}M / {r['parameters']['total'] / 1e9:.2f}B |"
+        )
+    return "\n".join([*lines, ""])
 
 
 def main() -> None:
@@ -211,6 +221,10 @@ def main() -> None:
     parser.add_argument("--text-tokens", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="peak dense bf16 TFLOP/s of the GPU")
+    parser.add_argument(
+        "--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
+        help="keep activations instead of recomputing them (faster, more memory)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__}
@@ -218,8 +232,11 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.device.startswith("cuda") and not args.tiny:  # never commit CPU or tiny numbers as GPU results
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "train_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / "train_gpu.md").write_text(markdown(result))
+        path = args.out / "train_gpu.json"
+        runs = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+        runs[run_key(result["result"])] = result
+        path.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+        (args.out / "train_gpu.md").write_text(markdown(runs))
 
 
 if __name__ == "__main__":
