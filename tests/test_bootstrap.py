@@ -118,6 +118,19 @@ def _no_times(metrics: dict) -> dict:
     return metrics
 
 
+def test_language_phase_reads_image_conversations_only_when_asked(world):
+    cfg = tiny_config(world)
+    images = pretraining_images(cfg)
+    with_text = conversation_records(cfg, images)
+    bootstrap = cfg.bootstrap.model_copy(update={"language_image_text": False})
+    without = conversation_records(cfg.model_copy(update={"bootstrap": bootstrap}), images)
+    image_ids = {r["id"] for r in with_text["align"] + with_text["instruct"] if "image" in r}
+    assert image_ids & {r["id"] for r in with_text["language"]} == image_ids  # their text, without the image
+    assert not image_ids & {r["id"] for r in without["language"]}
+    assert all("image" not in r for r in without["language"]) and len(without["language"]) == 8  # language_conversations
+    assert without["align"] == with_text["align"] and without["instruct"] == with_text["instruct"]
+
+
 def test_bootstrap_data_is_semantic_only(world):
     cfg = tiny_config(world)
     images = pretraining_images(cfg)

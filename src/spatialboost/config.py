@@ -478,6 +478,9 @@ class BootstrapConfig(_Section):
     language_conversations: int = Field(
         256, ge=0, description="text-only instruct conversations that state a spatial fact and ask it back (answer language, no visual facts)"
     )
+    language_image_text: bool = Field(
+        True, description="the language phase also reads the align/instruct conversations' text without their images (answers it cannot know: costly guessing)"
+    )
     spatial_text_scenes: int = Field(
         256, ge=0,
         description="scenes (rendered in memory, own seed) whose spatial conversations the LLM reads as text, image left out, in the language and instruct phases: the answer language the boost stage's frozen LLM needs",

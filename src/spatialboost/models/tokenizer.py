@@ -126,7 +126,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, path: str | Path) -> 
     unknown token. Every digit is a token of its own, as in Llama's tokenizer: "(103, 56)" is
     "(", "1", "0", "3", ",", " ", "5", "6", ")", so that copying a coordinate or a measurement is
     copying digits seen thousands of times, not one of hundreds of rare number tokens (with merged
-    numbers the demo LLM copied no coordinate of a held-out question right). `tokenizer(text)` adds <s> like Llama's tokenizer; the chat template is installed.
+    numbers the demo LLM copied no coordinate of a held-out question right).
+    `tokenizer(text)` adds <s> like Llama's tokenizer; the chat template is installed.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

@@ -197,7 +197,8 @@ def conversation_records(cfg: SpatialBoostConfig, images: WorldImages) -> dict[s
         for ref, objects, points in zip(images.refs, images.objects, images.points, strict=True)
     ]
     spatial_language = [language_record(language, i) for i in range(2 * n_language)]
-    text_only = [{k: v for k, v in r.items() if k != "image"} | {"conversations": _without_image(r)} for r in align + instruct]
+    image_text = align + instruct if cfg.bootstrap.language_image_text else []
+    text_only = [{k: v for k, v in r.items() if k != "image"} | {"conversations": _without_image(r)} for r in image_text]
     return {
         "language": text_only + spatial_language[n_language:],
         "align": align,

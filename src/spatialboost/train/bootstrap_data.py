@@ -35,6 +35,7 @@ LABELS = (*SHAPE_CLASSES, *COLOUR_NAMES)
 
 Obj = tuple[str, str]  # (shape class, colour)
 Point = tuple[int, int, str]  # (x, y) pixel column and row, what is there: "the red cube", "the ground", "the sky"
+BACKGROUND = ("the ground", "the sky")
 
 CAPTION_PROMPTS = (
     "Describe the image briefly.",
@@ -148,7 +149,7 @@ def referring_points(
     background = np.flatnonzero(instances.ravel() == 0)
     points = []
     for _ in range(n):
-        on_object = names and (len(background) == 0 or rng.random() < 2 / 3)
+        on_object = bool(names) and (len(background) == 0 or rng.random() < 2 / 3)
         if on_object:
             instance = list(names)[int(rng.integers(len(names)))]
             pixels = np.flatnonzero(instances.ravel() == instance)
@@ -157,7 +158,7 @@ def referring_points(
         if len(pixels) == 0:
             continue
         y, x = divmod(int(pixels[int(rng.integers(len(pixels)))]), instances.shape[1])
-        what = names[instance] if on_object else ("the ground" if depth[y, x] > 0 else "the sky")
+        what = names[instance] if on_object else BACKGROUND[0 if depth[y, x] > 0 else 1]
         points.append((x, y, what))
     return points
 
@@ -166,7 +167,7 @@ def point_questions(points: Sequence[Point], rng: np.random.Generator) -> list[t
     """A referring question per point, kind "point": what is there, or which colour it has."""
     questions = []
     for x, y, what in points:
-        if what.count(" ") == 2 and rng.random() < 0.5:  # "the red cube": ask its colour
+        if what not in BACKGROUND and rng.random() < 0.5:  # an object, "the red cube": ask its colour
             colour = what.split()[1]
             questions.append((f"What colour is the object at ({x}, {y})?", f"The object at ({x}, {y}) is {colour}.", "point"))
         else:
