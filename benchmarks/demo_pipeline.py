@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="spatialboost-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
     clone, log = folder / "spatialboost", folder / "demo.log"
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
