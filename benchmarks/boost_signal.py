@@ -103,6 +103,7 @@ def probe_regions(
     test_depths, test_objects = view_truth(test, encoder)
     out: dict[str, Any] = {"probe": {}, "position_only": {}, "drift": drift(vlm)}
     with torch_threads(options.threads):
+        # depth_probe fits and scores in one call: each region refits the same seeded heads (seconds here)
         for name, depths in regions(test_depths, test_objects, near).items():
             result = depth_probe(ftrain, targets, ftest, depths, options, depth_range)
             out["probe"][name] = result.summary
@@ -112,7 +113,8 @@ def probe_regions(
 
 def feature_change(base: Any, boosted: Any) -> dict[str, float]:
     """Relative Frobenius change of the test patch tokens, and their mean cosine similarity."""
-    a, b = base.patch_tokens.reshape(-1, base.patch_tokens.shape[-1]), boosted.patch_tokens.reshape(-1, base.patch_tokens.shape[-1])  # fmt: skip
+    dim = base.patch_tokens.shape[-1]
+    a, b = base.patch_tokens.reshape(-1, dim), boosted.patch_tokens.reshape(-1, dim)  # (B*h*w, D) each
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     return {"relative_change": float(np.linalg.norm(b - a) / np.linalg.norm(a)), "mean_cosine": float(cos.mean())}
 
