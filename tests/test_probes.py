@@ -293,7 +293,8 @@ def test_probe_encoder_on_world_images(tmp_path: Path) -> None:
     opts = ProbeOptions(learning_rates=(1e-2, 1e-1), epochs=2, batch_size=64, seeds=(0, 1, 2), threads=1)
     encoder = tiny_encoder("dinov2", seed=0)
     results = probe_encoder(encoder, train, test, options=opts, cache_dir=str(tmp_path / "cache"))
-    assert set(results) == {"depth", "seg", "cls"}
+    assert set(results) == {"depth", "seg", "cls", "floor"}  # floor: the position-only depth control
+    assert {"depth_rmse", "depth_rmse_objects"} <= set(results["floor"].summary) and results["floor"].head is None
     rmse = results["depth"].summary["depth_rmse"]
     assert 0 < rmse["mean"] < 100 and rmse["std"] >= 0
     assert 0 <= results["seg"].summary["seg_miou"]["mean"] <= 1
@@ -307,3 +308,82 @@ def test_probe_encoder_on_world_images(tmp_path: Path) -> None:
     np.testing.assert_array_equal(examples[0].baseline, examples[0].boosted)  # looked up by id, not position
     assert np.isfinite(examples[0].baseline).all() and examples[0].image.shape[:2] == examples[0].gt.shape
     assert plot_depth_examples(examples, tmp_path / "depth.png").is_file()
+
+
+# --- closed-form heads, the position-only floor, regions --------------------------------------------
+
+RIDGE = dataclasses.replace(FAST, solver="ridge")
+
+
+def test_fit_ridge_matches_least_squares_and_picks_the_penalty_on_validation() -> None:
+    from spatialboost.evaluate.closed_form import fit_ridge
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6)) * [1, 10, 0.1, 1, 1, 1] + 5
+    coef = np.array([1.0, -0.2, 3.0, 0.0, 0.5, 0.0])
+    y = x @ coef + 2.0 + rng.normal(scale=0.01, size=400)
+    x_val = rng.normal(size=(100, 6)) * [1, 10, 0.1, 1, 1, 1] + 5
+    y_val = x_val @ coef + 2.0
+
+    head = fit_ridge(x, y, None, x_val, lambda out: -float(np.mean((out[:, 0] - y_val) ** 2)), (1e-6, 1.0, 100.0))
+    assert head.penalty == 1e-6  # clean linear data: the smallest penalty validates best
+    lstsq = np.linalg.lstsq(np.c_[x, np.ones(len(x))], y, rcond=None)[0]
+    np.testing.assert_allclose(head.predict(x_val)[:, 0], np.c_[x_val, np.ones(100)] @ lstsq, atol=1e-3)
+    assert head.val_scores[0] > head.val_scores[2]  # a heavy penalty under-fits
+    with pytest.raises(ValueError, match="positive"):
+        fit_ridge(x, y, None, x_val, lambda out: 0.0, (0.0,))
+
+
+def test_ridge_depth_probe_recovers_linear_depth_and_needs_no_seeds() -> None:
+    rng = np.random.default_rng(0)
+    depths = _plane_depths(40, rng)
+    targets = depth_targets(depths, GRID, (1e-3, 10.0), log=True)
+    coded = _features(_linear_code(targets.values[..., None], 16, rng))
+    train_targets = PatchTargets("log_depth", targets.values[:30], targets.fraction[:30])
+    result = depth_probe(coded.subset(range(30)), train_targets, coded.subset(range(30, 40)), depths[30:], RIDGE,
+                         (1e-3, 10.0))  # fmt: skip
+    sgd = depth_probe(coded.subset(range(30)), train_targets, coded.subset(range(30, 40)), depths[30:], FAST,
+                      (1e-3, 10.0))  # fmt: skip
+    assert result.seeds == (0,) and result.summary["depth_rmse"]["std"] == 0.0
+    assert "@ridge=" in result.chosen[0]
+    # exact least squares is at least as good as the SGD grid on linearly coded depth
+    assert result.summary["depth_rmse"]["mean"] <= sgd.summary["depth_rmse"]["mean"] + 1e-3
+
+
+def test_position_only_floor_and_object_region() -> None:
+    from spatialboost.evaluate.probes import depth_regions, position_only_depth
+
+    rng = np.random.default_rng(1)
+    # depth grows down the image the same way in every image (layout), plus a per-image offset
+    rows = np.linspace(2.0, 6.0, PX)[:, None] * np.ones((1, PX))
+    depths = [(rows + rng.uniform(-1, 1)).astype(np.float32) for _ in range(40)]
+    objects = [np.zeros((PX, PX), bool) for _ in range(40)]
+    for m in objects:
+        m[8:16, 8:16] = True
+    targets = depth_targets(depths[:30], GRID, (1e-3, 10.0), log=True)
+    floor = position_only_depth(targets, depths[30:], (1e-3, 10.0), objects[30:], near_depth_m=4.0)
+    assert set(floor) >= {"depth_rmse", "depth_rmse_objects", "depth_rmse_near"}
+    # the floor knows the layout but not the offset: its error is about the offsets' spread (~0.58)
+    assert 0.3 < floor["depth_rmse"] < 0.9
+    # features that carry the per-image offset beat the floor
+    offsets = np.array([d[0, 0] - 2.0 for d in depths])
+    tokens = np.broadcast_to(offsets[:, None, None, None], (40, *GRID, 1)) + rng.normal(scale=0.01, size=(40, *GRID, 1))
+    pos = np.broadcast_to(np.arange(GRID[0])[None, :, None, None], (40, *GRID, 1)).astype(float)
+    coded = _features(np.concatenate([tokens, pos, pos**2], axis=-1))
+    result = depth_probe(coded.subset(range(30)), targets, coded.subset(range(30, 40)), depths[30:],
+                         dataclasses.replace(RIDGE, near_depth_m=4.0), (1e-3, 10.0), objects[30:])  # fmt: skip
+    assert result.summary["depth_rmse_objects"]["mean"] < 0.5 * floor["depth_rmse_objects"]
+    regions = depth_regions(depths[30:], objects[30:], 4.0)
+    assert (regions["objects"][0][~objects[30]] == 0).all() and (regions["near"][0] < 4.0).all()
+
+
+def test_world_colour_label_and_majority_rate(tmp_path: Path) -> None:
+    from spatialboost.world import render_dataset
+
+    cfg = WorldConfig(root=str(tmp_path / "w"), n_train=6, n_test=2, width=32, height=32, seed=5)
+    render_dataset(cfg, tmp_path / "w", progress=False)
+    shapes, colours = read_world(cfg.root, "train"), read_world(cfg.root, "train", label="colour")
+    sample = colours[0]
+    assert colours.label_names[sample.label] in {"red", "green", "blue", "yellow", "orange", "purple", "white", "black"}
+    assert shapes.label_names == shapes.class_names[1:]
+    assert sample.objects is not None and sample.objects.dtype == bool and sample.objects.any()

@@ -336,6 +336,11 @@ class TrainConfig(_Section):
         "dual_channel", description="boost stage only: dual_channel (Attn+ and gates: the method), full (the whole encoder) or lora"
     )
     train_projector: bool = Field(True, description="boost stage only: the projector trains too")
+    objective: Literal["sft", "depth"] = Field(
+        "sft",
+        description="boost stage only: sft (the method: the frozen LLM's answer loss) or depth (the supervision "
+        "control: the same adapter on the same images, a linear head on the patch tokens regressing their log-depth)",
+    )
     data: str = Field("data/qa", description="conversations: a LLaVA JSON/JSONL/parquet file, or a folder of them")
     image_root: str = Field("data/world", description="folder that conversation `image` paths are relative to")
     split: str | None = Field(
@@ -381,6 +386,12 @@ class TrainConfig(_Section):
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
                 f"{self.micro_batch_size} (global = micro x accumulation steps x processes)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _objective_only_boosts(self) -> TrainConfig:
+        if self.stage != "boost" and self.objective != "sft":
+            raise ValueError(f"objective {self.objective!r} applies to the boost stage only; stage is {self.stage!r}")
         return self
 
     @model_validator(mode="after")
@@ -512,6 +523,13 @@ class EvaluateConfig(_Section):
         (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), min_length=1, description="the probe head grid's learning rates (best on validation wins)"
     )
     epochs: int = Field(20, ge=1, description="passes of every probe head over the training features")
+    probe_solver: Literal["sgd", "ridge"] = Field(
+        "sgd", description="sgd: the learning-rate grid, one run per seed; ridge: closed-form heads, exact and seed-free"
+    )
+    near_depth_m: float | None = Field(15.0, gt=0, description="depth is also scored on pixels closer than this, metres (null = not)")
+    world_label: Literal["shape", "colour"] = Field(
+        "shape", description="world images' classification label: the shape or the colour of the largest visible object"
+    )
     probe_threads: int | None = Field(1, ge=1, description="torch CPU threads while probe heads train; None = torch's default")
     max_vqa_items: int | None = Field(None, ge=1, description="cap per benchmark on the VQA items asked (None = all)")
     max_new_tokens: int = Field(32, ge=1, description="greedy tokens generated per VQA answer")

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spatialboost.evaluate.closed_form import DEFAULT_PENALTIES, RidgeHead, fit_ridge, one_hot
 from spatialboost.evaluate.features import FeatureSet, cached_features, crop_to_view, encoder_fingerprint, view_box
 from spatialboost.evaluate.readers import IGNORE_INDEX, Sample, SampleSet
 from spatialboost.models.encoders import VisionEncoder
@@ -56,6 +57,11 @@ class ProbeOptions:
     depth_target: Literal["log", "linear"] = "log"  # log: scale errors weigh the same near and far
     min_valid_fraction: float = 0.5
     threads: int | None = None  # torch intra-op threads while heads train (restored after); 1 suits tiny heads
+    # sgd: the learning-rate grid above, one run per seed; ridge: closed-form heads (evaluate/closed_form.py),
+    # exact and seed-free, so the probe adds no noise of its own (seeds then has no effect)
+    solver: Literal["sgd", "ridge"] = "sgd"
+    ridge_penalties: tuple[float, ...] = DEFAULT_PENALTIES
+    near_depth_m: float | None = None  # also score depth on pixels closer than this (depth_*_near); None = not
 
     def __post_init__(self) -> None:
         if not self.learning_rates or min(self.learning_rates) <= 0:
@@ -75,6 +81,12 @@ class ProbeOptions:
             raise ValueError(f"min_valid_fraction must be in (0, 1], got {self.min_valid_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if self.solver not in ("sgd", "ridge"):
+            raise ValueError(f"solver must be 'sgd' or 'ridge', got {self.solver!r}")
+        if not self.ridge_penalties or min(self.ridge_penalties) <= 0:
+            raise ValueError(f"ridge_penalties must be positive, got {self.ridge_penalties}")
+        if self.near_depth_m is not None and self.near_depth_m <= 0:
+            raise ValueError(f"near_depth_m must be positive or None, got {self.near_depth_m}")
 
 
 # --- patch targets ---------------------------------------------------------------------------------
@@ -194,9 +206,12 @@ class HeadSpec:
 
     parts: tuple[str, ...]
     lr: float
+    ridge: float | None = None  # the relative penalty of a closed-form head (lr unused then)
 
     @property
     def name(self) -> str:
+        if self.ridge is not None:
+            return f"{'+'.join(self.parts)}@ridge={self.ridge:g}"
         return f"{'+'.join(self.parts)}@lr={self.lr:g}"
 
 
@@ -428,15 +443,52 @@ def _upsampled_depth(
     return depth if depth_range is None else np.clip(depth, depth_range[0], depth_range[1])
 
 
+def depth_regions(
+    depths: Sequence[np.ndarray], objects: Sequence[np.ndarray | None] | None = None, near_m: float | None = None
+) -> dict[str, list[np.ndarray]]:
+    """The depth maps scored per region, everything outside a region set to 0 (= no ground truth).
+
+    "" = every pixel with ground truth; "objects" = pixels of the (H, W) bool object masks (when
+    every test image has one); "near" = pixels closer than near_m metres.
+    """
+    out = {"": list(depths)}
+    if objects is not None and len(objects) == len(depths) and all(m is not None for m in objects):
+        out["objects"] = [np.where(m, d, 0.0) for d, m in zip(depths, objects, strict=True)]
+    if near_m is not None:
+        out["near"] = [np.where(d < near_m, d, 0.0) for d in depths]
+    return out
+
+
 def dense_depth_scores(
-    head: FittedHead, features: FeatureSet, depths: Sequence[np.ndarray], depth_range: tuple[float, float]
+    head: FittedHead,
+    features: FeatureSet,
+    depths: Sequence[np.ndarray],
+    depth_range: tuple[float, float],
+    regions: dict[str, Sequence[np.ndarray]] | None = None,
 ) -> dict[str, float]:
-    """Pixel-level depth metrics, averaged over images that have valid ground truth."""
+    """Pixel-level depth metrics, averaged over images that have valid ground truth.
+
+    regions: {suffix: depth maps restricted to a region} (depth_regions); region "" gives
+    depth_rmse, ..., region "objects" depth_rmse_objects, ... Default: every pixel only.
+    """
     maps = head.depth_maps(features, [d.shape for d in depths])
-    per_image = [m for m in (depth_metrics(p, g, depth_range) for p, g in zip(maps, depths, strict=True)) if m]
-    if not per_image:
-        raise ValueError("no test image has valid ground-truth depth")
-    return {f"depth_{k}": float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
+    return depth_map_scores(maps, regions or {"": depths}, depth_range)
+
+
+def depth_map_scores(
+    maps: Sequence[np.ndarray], regions: dict[str, Sequence[np.ndarray]], depth_range: tuple[float, float]
+) -> dict[str, float]:
+    """depth_{rmse, absrel, delta1}[_region] of predicted (H, W) maps against each region's truth."""
+    out = {}
+    for region, truth in regions.items():
+        per_image = [m for m in (depth_metrics(p, g, depth_range) for p, g in zip(maps, truth, strict=True)) if m]
+        if not per_image:
+            if not region:
+                raise ValueError("no test image has valid ground-truth depth")
+            continue
+        suffix = f"_{region}" if region else ""
+        out |= {f"depth_{k}{suffix}": float(np.mean([m[k] for m in per_image])) for k in per_image[0]}
+    return out
 
 
 def dense_seg_scores(
@@ -464,7 +516,7 @@ class ProbeResult:
     seeds: tuple[int, ...]
     per_seed: tuple[dict[str, float], ...]
     chosen: tuple[str, ...]  # the chosen head's name per seed
-    head: FittedHead
+    head: FittedHead | None  # None for the position-only floor, which has no head
     summary: dict[str, dict[str, float]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -523,7 +575,11 @@ def _run_seeds(
     dense: bool,
     depth_range: tuple[float, float] | None = None,
 ) -> ProbeResult:
-    """Train the grid once per seed, score each seed's best head on the test split."""
+    """Train the grid once per seed, score each seed's best head on the test split (ridge: one
+    exact fit per feature variant, the seeds do not enter)."""
+    if options.solver == "ridge":
+        head = _ridge_head(tensors, specs, kind, out_dim, options, dense, depth_range)
+        return ProbeResult(task, (options.seeds[0],), (score(head),), (head.spec.name,), head)
     (rows, target), (val_rows, val_target) = tensors
     per_seed, chosen, heads = [], [], []
     for seed in options.seeds:
@@ -535,6 +591,45 @@ def _run_seeds(
     return ProbeResult(task, tuple(options.seeds), tuple(per_seed), tuple(chosen), heads[0])
 
 
+def _ridge_head(
+    tensors: list[tuple[_Rows, torch.Tensor]],
+    specs: Sequence[HeadSpec],
+    kind: TargetKind,
+    out_dim: int,
+    options: ProbeOptions,
+    dense: bool,
+    depth_range: tuple[float, float] | None,
+) -> FittedHead:
+    """The closed-form head (closed_form.fit_ridge) of the best feature variant on validation."""
+    (rows, target), (val_rows, val_target) = tensors
+    parts_all, val_all = rows.get(torch.arange(len(rows))), val_rows.get(torch.arange(len(val_rows)))
+    y = one_hot(target.numpy(), out_dim) if kind == "class" else target.numpy().astype(np.float64)
+
+    def val_score(out: np.ndarray) -> float:
+        return selection_score(kind, torch.from_numpy(np.asarray(out, np.float32)), val_target, out_dim, dense)
+
+    best: tuple[float, RidgeHead, tuple[str, ...]] | None = None
+    for parts in dict.fromkeys(spec.parts for spec in specs):
+        x = torch.cat([parts_all[p] for p in parts], dim=1).numpy()
+        x_val = torch.cat([val_all[p] for p in parts], dim=1).numpy()
+        head = fit_ridge(x, y, None, x_val, val_score, options.ridge_penalties)
+        score = max(head.val_scores)
+        if best is None or score > best[0]:
+            best = (score, head, parts)
+    assert best is not None  # _specs never returns an empty list
+    _, head, parts = best
+    widths = np.cumsum([0] + [int(parts_all[p].shape[1]) for p in parts])
+    return FittedHead(
+        spec=HeadSpec(parts, 0.0, ridge=head.penalty),
+        kind=kind,
+        mean={p: head.mean[a:b].astype(np.float32) for p, a, b in zip(parts, widths[:-1], widths[1:], strict=True)},
+        std={p: head.std[a:b].astype(np.float32) for p, a, b in zip(parts, widths[:-1], widths[1:], strict=True)},
+        weight=head.weight.astype(np.float32),
+        bias=head.bias.astype(np.float32),
+        depth_range=depth_range,
+    )
+
+
 def depth_probe(
     train: FeatureSet,
     train_targets: PatchTargets,
@@ -542,19 +637,38 @@ def depth_probe(
     test_depths: Sequence[np.ndarray],
     options: ProbeOptions = ProbeOptions(),
     depth_range: tuple[float, float] = (1e-3, float("inf")),
+    test_objects: Sequence[np.ndarray | None] | None = None,
 ) -> ProbeResult:
-    """Per-patch linear regression of (log-)depth; metrics: depth_rmse (m), depth_absrel, depth_delta1.
+    """Per-patch linear regression of (log-)depth; metrics: depth_rmse (m), depth_absrel, depth_delta1,
+    and the same on object pixels (`_objects`, when test_objects are given) and on pixels closer
+    than options.near_depth_m (`_near`).
 
     train_targets: `depth_targets(...)` on the training images' grid. test_depths: (H, W) metres
     per test image, cut to the encoder's view (`crop_to_view`), 0 = no ground truth.
+    test_objects: (H, W) bool object masks cut the same way, or None.
     """
     if train_targets.kind == "class":
         raise ValueError("depth_probe needs depth targets, got class targets")
-
+    regions = depth_regions(test_depths, test_objects, options.near_depth_m)
     return _dense_probe(
         "depth", train, train_targets, options, 1,
-        lambda head: dense_depth_scores(head, test, test_depths, depth_range), depth_range,
+        lambda head: dense_depth_scores(head, test, test_depths, depth_range, regions), depth_range,
     )  # fmt: skip
+
+
+def position_only_depth(
+    train_targets: PatchTargets,
+    test_depths: Sequence[np.ndarray],
+    depth_range: tuple[float, float],
+    test_objects: Sequence[np.ndarray | None] | None = None,
+    near_depth_m: float | None = None,
+) -> dict[str, float]:
+    """The floor of every depth probe: predict each patch's mean training (log-)depth, whatever
+    the image (what the patch position alone tells). Same metrics and regions as `depth_probe`."""
+    values, weight = train_targets.values, train_targets.fraction
+    mean = (values * weight).sum(0) / np.maximum(weight.sum(0), 1e-9)  # (h, w)
+    maps = [_upsampled_depth(mean, d.shape, train_targets.kind, depth_range) for d in test_depths]
+    return depth_map_scores(maps, depth_regions(test_depths, test_objects, near_depth_m), depth_range)
 
 
 def segmentation_probe(
@@ -585,7 +699,9 @@ def classification_probe(
     num_classes: int,
     options: ProbeOptions = ProbeOptions(),
 ) -> ProbeResult:
-    """Linear classifier on the CLS token and/or the mean patch token; metric: cls_top1.
+    """Linear classifier on the CLS token and/or the mean patch token; metrics: cls_top1, and
+    cls_majority: the top-1 of always answering the training split's most common label (the
+    rate a probe must beat before it measures anything).
 
     Images whose label is None are skipped (train and test).
     """
@@ -601,9 +717,12 @@ def classification_probe(
         raise ValueError("classification_probe: no labelled image in the train, validation or test split")
     test_parts = {k: v.numpy() for k, v in _global_rows(test, test_rows).get(torch.arange(len(test_rows))).items()}
 
+    majority = np.bincount(labels[labels >= 0], minlength=num_classes).argmax()  # the training split's
+
     def score(head: FittedHead) -> dict[str, float]:
         pred = head.apply(test_parts).argmax(1)
-        return {"cls_top1": float(np.mean(pred == test_y[test_rows]))}
+        return {"cls_top1": float(np.mean(pred == test_y[test_rows])),
+                "cls_majority": float(np.mean(test_y[test_rows] == majority))}  # fmt: skip
 
     specs = _specs(options.global_variants, GLOBAL_VARIANTS, set(tensors[0][0].parts), options.learning_rates)
     return _run_seeds("cls", tensors, specs, "class", num_classes, options, score, False)
@@ -625,7 +744,8 @@ def probe_encoder(
     """Features of both splits (cached), targets cut to the encoder's view, then the asked probes.
 
     Train samples are read once and reduced to patch targets; test ground truth is kept at the
-    view's full resolution for pixel-level metrics. Returns {task: ProbeResult}.
+    view's full resolution for pixel-level metrics. Returns {task: ProbeResult}; with the depth
+    task also "floor": the position-only depth floor (`position_only_depth`) on the same grid.
     """
     unknown = set(tasks) - {"depth", "seg", "cls"}
     if unknown:
@@ -645,21 +765,27 @@ def probe_encoder(
         if seg is not None:
             train_seg.append(seg_patch_target(seg, grid, train.num_classes))
         train_labels.append(sample.label)
-    test_depth, test_seg, test_labels = [], [], []
+    test_depth, test_seg, test_labels, test_objects = [], [], [], []
     for sample in test:
         depth, seg = _view_truth(sample, encoder, tasks, test.name)
         test_depth.append(depth)
         test_seg.append(seg)
         test_labels.append(sample.label)
+        box = view_box(encoder.preprocess, *sample.image.shape[:2])
+        test_objects.append(None if sample.objects is None else crop_to_view(sample.objects, box, False))
     results = {}
     if "depth" in tasks:
         targets = PatchTargets("log_depth" if log else "depth", *map(np.stack, zip(*train_depth, strict=True)))
-        results["depth"] = depth_probe(ftrain, targets, ftest, test_depth, options, test.depth_range or depth_range)
+        test_range = test.depth_range or depth_range
+        results["depth"] = depth_probe(ftrain, targets, ftest, test_depth, options, test_range, test_objects)
+        floor = position_only_depth(targets, test_depth, test_range, test_objects, options.near_depth_m)
+        results["floor"] = ProbeResult("floor", (options.seeds[0],), (floor,), ("position-only",), None)
     if "seg" in tasks:
         targets = PatchTargets("class", *map(np.stack, zip(*train_seg, strict=True)))
         results["seg"] = segmentation_probe(ftrain, targets, ftest, test_seg, train.num_classes, options)
     if "cls" in tasks:
-        results["cls"] = classification_probe(ftrain, train_labels, ftest, test_labels, train.num_classes, options)
+        n_labels = len(train.label_names) if train.label_names else train.num_classes
+        results["cls"] = classification_probe(ftrain, train_labels, ftest, test_labels, n_labels, options)
     return results
 
 

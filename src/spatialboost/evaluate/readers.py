@@ -47,7 +47,7 @@ import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -76,6 +76,7 @@ class Sample:
     depth: np.ndarray | None = None
     seg: np.ndarray | None = None
     label: int | None = None
+    objects: np.ndarray | None = None  # (H, W) bool: object pixels (depth is also scored there)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class SampleSet:
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None
     depth_range: tuple[float, float] | None = None  # (min, max) metres of ground truth to score
+    label_names: tuple[str, ...] | None = None  # names of the image labels when they differ from class_names
     load_image: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -391,31 +393,38 @@ def world_seg(instances: np.ndarray, depth: np.ndarray, objects: Sequence[dict],
     return np.where((instances == 0) & (depth <= 0), IGNORE_INDEX, seg).astype(np.int32)
 
 
-def dominant_label(objects: Sequence[dict], classes: Sequence[str]) -> int | None:
-    """Class index of the object with the most visible pixels; None when nothing is visible."""
+def dominant_label(objects: Sequence[dict], classes: Sequence[str], attribute: str = "label") -> int | None:
+    """Index in `classes` of the `attribute` ("label": shape, or "colour") of the object with the
+    most visible pixels; None when nothing is visible."""
     visible = [o for o in objects if o.get("pixel_count", 0) > 0]
     if not visible:
         return None
-    return list(classes).index(max(visible, key=lambda o: (o["pixel_count"], -o["instance_id"]))["label"])
+    return list(classes).index(max(visible, key=lambda o: (o["pixel_count"], -o["instance_id"]))[attribute])
 
 
-def read_world(root: str | Path, split: str, classes: Sequence[str] | None = None) -> SampleSet:
-    """The world's RGB-D split as samples with depth, shape segmentation and a dominant-shape label.
+def read_world(
+    root: str | Path, split: str, classes: Sequence[str] | None = None, label: Literal["shape", "colour"] = "shape"
+) -> SampleSet:
+    """The world's RGB-D split as samples with depth, object masks, shape segmentation and an
+    image label: the shape or the colour of the largest visible object.
 
     classes: the shape vocabulary (default: the dataset's generator params, else SHAPE_CLASSES).
     Images where no object is visible get label None (the classification probe skips them).
     """
     from spatialboost.config import SHAPE_CLASSES
     from spatialboost.data.rgbd import RGBDDataset
+    from spatialboost.world.scene import COLOURS
 
     dataset = RGBDDataset(root)
     classes = tuple(classes or dataset.meta.get("params", {}).get("classes") or SHAPE_CLASSES)
+    label_names, attribute = (classes, "label") if label == "shape" else (tuple(COLOURS), "colour")
 
     def load(image_id: str) -> Sample:
         s = dataset.sample(image_id)
         objects = s.annotation["objects"]
         seg = world_seg(s.instances, s.depth, objects, classes)
-        return Sample(image_id, s.rgb, depth=s.depth, seg=seg, label=dominant_label(objects, classes))
+        return Sample(image_id, s.rgb, depth=s.depth, seg=seg, label=dominant_label(objects, label_names, attribute),
+                      objects=s.instances > 0)  # fmt: skip
 
     return SampleSet("world", split, tuple(dataset.ids(split)), load, 1 + len(classes), ("ground", *classes),
-                     load_image=dataset.rgb)  # fmt: skip
+                     load_image=dataset.rgb, label_names=label_names)  # fmt: skip

@@ -33,16 +33,25 @@ Summary = dict[str, float | None]  # {"mean", "std"}
 Results = Mapping[str, Mapping[str, Summary]]
 
 RUNS = ("baseline", "boosted")
-JSON_METRICS = ("depth_rmse", "depth_absrel", "seg_miou", "cls_top1", "vqa_relative_depth_acc", "vqa_quantitative_acc")
-"""The metrics of metrics/evaluate.json, in order."""
+CONTROLS = ("floor",)
+"""Runs reported beside the two when present: floor = the position-only depth probe."""
+JSON_METRICS = (
+    "depth_rmse_objects", "depth_rmse_near", "depth_rmse", "depth_absrel_objects", "depth_absrel",
+    "seg_miou", "cls_top1", "cls_majority", "vqa_relative_depth_acc", "vqa_quantitative_acc",
+)  # fmt: skip
+"""The metrics of metrics/evaluate.json, in order (headline depth: object pixels, then near pixels)."""
 
 METRICS: dict[str, tuple[str, bool]] = {
-    "depth_rmse": ("Depth RMSE (m)", False),
+    "depth_rmse_objects": ("Depth RMSE, object pixels (m)", False),
+    "depth_rmse_near": ("Depth RMSE, pixels < 15 m (m)", False),
+    "depth_rmse": ("Depth RMSE, all pixels (m)", False),
+    "depth_absrel_objects": ("Depth AbsRel, object pixels", False),
     "depth_absrel": ("Depth AbsRel", False),
     "depth_delta1": ("Depth δ1", True),
     "seg_miou": ("Segmentation mIoU", True),
     "seg_pixel_acc": ("Segmentation pixel acc.", True),
     "cls_top1": ("Classification top-1", True),
+    "cls_majority": ("Classification: majority-class rate", True),
     "vqa_relative_depth_acc": ("BLINK relative depth acc.", True),
     "vqa_qualitative_acc": ("SpatialRGPT qualitative acc.", True),
     "vqa_quantitative_acc": ("SpatialRGPT quantitative acc.", True),
@@ -83,11 +92,14 @@ def metrics_json(results: Results) -> dict[str, dict[str, Summary]]:
     def clean(value: float | None) -> float | None:
         return None if value is None or not math.isfinite(value) else float(value)
 
+    runs = [*RUNS, *(run for run in CONTROLS if run in results)]
     return {
         run: {
-            metric: {k: clean(results[run].get(metric, {}).get(k)) for k in ("mean", "std")} for metric in JSON_METRICS
+            metric: {k: clean(results[run].get(metric, {}).get(k)) for k in ("mean", "std")}
+            for metric in JSON_METRICS
+            if run in RUNS or metric in results[run]
         }
-        for run in RUNS
+        for run in runs
     }
 
 

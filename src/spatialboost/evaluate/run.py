@@ -31,6 +31,7 @@ class RunOutcome:
     """One model's probe results and VQA result, plus what the depth figure needs."""
 
     probes: dict[str, ProbeResult]
+    floor: ProbeResult | None  # the position-only depth floor on this encoder's patch grid
     vqa: VQAResult
     encoder: Any
     fingerprint: str
@@ -48,7 +49,8 @@ def model_folder(cfg: SpatialBoostConfig, run: str) -> Path:
 def probe_options(cfg: SpatialBoostConfig) -> ProbeOptions:
     """The probe grid of cfg.evaluate."""
     ev = cfg.evaluate
-    return ProbeOptions(learning_rates=ev.learning_rates, epochs=ev.epochs, seeds=ev.seeds, threads=ev.probe_threads)
+    return ProbeOptions(learning_rates=ev.learning_rates, epochs=ev.epochs, seeds=ev.seeds, threads=ev.probe_threads,
+                        solver=ev.probe_solver, near_depth_m=ev.near_depth_m)  # fmt: skip
 
 
 def benchmark_items(paths: DemoBenchPaths, max_items: int | None) -> list[VQAItem]:
@@ -67,8 +69,9 @@ def evaluate_model(
     fingerprint = encoder_fingerprint(vlm.encoder)
     probes = probe_encoder(vlm.encoder, train, test, cfg.evaluate.tasks, probe_options(cfg),
                            cfg.evaluate.cache_dir, fingerprint)  # fmt: skip
+    floor = probes.pop("floor", None)
     vqa = run_vqa(vlm_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens), items)
-    return RunOutcome(probes, vqa, vlm.encoder, fingerprint)
+    return RunOutcome(probes, floor, vqa, vlm.encoder, fingerprint)
 
 
 def _depth_figure(cfg: SpatialBoostConfig, test: SampleSet, outcomes: dict[str, RunOutcome]) -> list:
@@ -93,11 +96,13 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
     "report": path of report.md}.
     """
     ev = cfg.evaluate
-    train, test = read_world(cfg.world.root, "train"), read_world(cfg.world.root, ev.split)
+    train, test = (read_world(cfg.world.root, split, label=ev.world_label) for split in ("train", ev.split))
     paths = write_demo_benches(cfg.world.root, ev.bench_dir, ev.split, DemoBenchOptions(seed=cfg.seed))
     items = benchmark_items(paths, ev.max_vqa_items)
     outcomes = {run: evaluate_model(cfg, model_folder(cfg, run), train, test, items) for run in RUNS}
     results = {run: collect_metrics(o.probes, o.vqa) for run, o in outcomes.items()}
+    if outcomes["baseline"].floor is not None:
+        results["floor"] = collect_metrics({"floor": outcomes["baseline"].floor})
     metrics = metrics_json(results)
     out = Path(ev.output)
     report = write_report(results, out, _depth_figure(cfg, test, outcomes),

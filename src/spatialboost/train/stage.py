@@ -19,14 +19,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from spatialboost.config import SpatialBoostConfig
+from spatialboost.config import SpatialBoostConfig, TrainConfig
+from spatialboost.evaluate.features import patch_grid
 from spatialboost.models.export import export_encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
-from spatialboost.train.adapters import has_lora, merge_lora
+from spatialboost.train.adapters import has_lora, merge_lora, prepare_stage
 from spatialboost.train.data import ConversationDataset, load_conversations
+from spatialboost.train.depth_supervision import DepthDataset, DepthObjective, new_depth_head
 from spatialboost.train.distributed import barrier, init_distributed
-from spatialboost.train.loop import MetricsLogger, TrainResult, resolve_precision, train
+from spatialboost.train.loop import MetricsLogger, TrainResult, fit, resolve_precision, train
 
 
 def load_initial_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SpatialVLM, PreTrainedTokenizerBase]:
@@ -53,18 +55,54 @@ def run_train_stage(
     dtype = resolve_precision(train_cfg.precision, ctx.device) or torch.float32
     vlm, tokenizer = load_initial_model(train_cfg.init, dtype)
     records = split_conversations(load_conversations(train_cfg.data), train_cfg.image_root, train_cfg.split)
-    dataset = ConversationDataset(
-        subset_conversations(records, train_cfg.max_conversations, train_cfg.seed),
-        tokenizer,
-        vlm.encoder.preprocess,
-        image_root=train_cfg.image_root,
-        max_length=train_cfg.max_length,
-    )
-    result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
-                   master_dtype=torch.float32)  # fmt: skip
+    records = subset_conversations(records, train_cfg.max_conversations, train_cfg.seed)
+    if train_cfg.objective == "depth":
+        result = train_depth_control(vlm, records, train_cfg, tracker, progress, ctx.device)
+    else:
+        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, image_root=train_cfg.image_root,
+                                      max_length=train_cfg.max_length)  # fmt: skip
+        result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
+                       master_dtype=torch.float32)  # fmt: skip
     if ctx.is_main and not (ctx.distributed and train_cfg.strategy == "fsdp"):
         save_trained(vlm, tokenizer, train_cfg.output)
     barrier(ctx)
+    return result
+
+
+def train_depth_control(
+    vlm: SpatialVLM,
+    records: list[dict],
+    cfg: TrainConfig,
+    tracker: MetricsLogger | None,
+    progress: bool,
+    device: torch.device,
+) -> TrainResult:
+    """The supervision control (train.objective=depth, train/depth_supervision.py): the boost's
+    adapter on the encoder, trained on the conversations' images by a linear log-depth head on
+    its patch tokens, through the same loop. The projector and LLM do not train."""
+    from spatialboost.data import RGBDDataset
+
+    root = Path(cfg.image_root)
+    if not (root / "index.parquet").is_file():
+        raise ValueError(f"train.objective=depth needs the training images' depth: an RGB-D dataset at train.image_root ({root})")
+    dataset = RGBDDataset(root)
+    by_rgb = {dataset.row(i).rgb: i for i in dataset.ids()}
+    images = sorted({r["image"] for r in records if r.get("image")})
+    missing = [image for image in images if image not in by_rgb]
+    if missing:
+        raise ValueError(f"{len(missing)} training images are not in the RGB-D dataset at {root}, e.g. {missing[0]!r}")
+    ids = [by_rgb[image] for image in images]
+    with torch.no_grad():
+        n_patches = vlm.encoder(torch.zeros(1, 3, *vlm.encoder.preprocess.size)).patch_tokens.shape[1]
+    grid = patch_grid(vlm.encoder.preprocess, n_patches)
+    data = DepthDataset(lambda i: (dataset.rgb(ids[i]), dataset.depth(ids[i])), len(ids), vlm.encoder.preprocess,
+                        grid, (1e-3, float("inf")))  # fmt: skip
+    report = prepare_stage(vlm, cfg.model_copy(update={"train_projector": False}))
+    objective = DepthObjective(vlm.encoder, new_depth_head(vlm.encoder, cfg.seed, data.mean_log_depth()))
+    objective.head.requires_grad_(True)
+    result = fit(objective, data, data.collate, cfg, cfg.output, tracker=tracker, progress=progress,
+                 name="boost_depth", device=device)  # fmt: skip
+    result.trainable = report.to_dict()
     return result
 
 
