@@ -61,19 +61,24 @@ def profile_source(name_or_path: str | Path, root: str | Path = ".") -> Path:
     raise ConfigError(f"no profile {str(name_or_path)!r}: shipped profiles are {', '.join(shipped) or 'none'} (or give a YAML path)")
 
 
-def render_profile(source: str | Path, name: str | None = None) -> str:
+def render_profile(source: str | Path, name: str | None = None, root: str | Path = ".") -> str:
     """The params.yaml text of profile `source`: validated, every schema key present, comments kept.
 
-    name: how the header names the profile (default: the file's stem, as `profile use` takes it).
+    name: how the header names the profile (default: the file's stem, as `profile use` takes it);
+    root: the repository root the header's path to the source is relative to.
     """
     source = Path(source)
+    try:
+        shown = source.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        shown = source.as_posix()
     cfg = load_config(source)  # ConfigError names any bad key
     resolved = cfg.model_dump(mode="json")
     document = _round_trip().load(source.read_text())
     _fill_defaults(document, resolved, indent=0)
     body = io.StringIO()
     _round_trip().dump(document, body)
-    text = HEADER.format(name=name or source.stem, source=source.as_posix()) + body.getvalue()
+    text = HEADER.format(name=name or source.stem, source=shown) + body.getvalue()
     if validate_config(yaml.safe_load(text), source=f"rendered {source}") != cfg:  # the fill must not change a value
         raise AssertionError(f"rendering {source} changed its values")
     return text
@@ -83,7 +88,7 @@ def use_profile(name_or_path: str | Path, params: str | Path = "params.yaml", ro
     """Write `params` (atomically) as the fully resolved profile; returns the profile's source."""
     source = profile_source(name_or_path, root)
     name = source.stem if source.parent.resolve() == (Path(root) / PROFILE_DIR).resolve() else str(source)
-    text = render_profile(source, name=name)
+    text = render_profile(source, name=name, root=root)
     with open_text_atomic(params) as f:
         f.write(text)
     return source
