@@ -44,4 +44,4 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
 
 
 if __name__ == "__main__":
-    run_stage(extract_flow, __doc__, fan_out=True, uses_gpu=True)
+    run_stage(extract_flow, __doc__, fan_out=True, uses_gpu=True, check=lambda cfg: cfg.data.watch_problem())

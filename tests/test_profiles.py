@@ -226,7 +226,24 @@ def test_data_watch_is_the_images_for_local_sources_and_nothing_remote_for_s3() 
     assert load_config(ROOT / "configs" / "paper.yaml").data.watch == "flows/manifest.py"
     folder = load_config(ROOT / "params.yaml", ["data.source=folder", "data.uri=/mnt/images", "data.watch=null"])
     assert folder.data.watch == "/mnt/images"
-    with pytest.raises(ConfigError, match=r"data: watch 'data/world' must be uri '/mnt/images' for a folder source"):
-        load_config(ROOT / "params.yaml", ["data.source=folder", "data.uri=/mnt/images"])
+    moved = load_config(ROOT / "params.yaml", ["data.source=folder", "data.uri=/mnt/images"])  # watch still data/world
+    problem = moved.data.watch_problem()
+    assert problem is not None and "DVC would hash the wrong images" in problem and "-S data.watch=X" in problem
+    assert folder.data.watch_problem() is None and load_config(ROOT / "configs" / "paper.yaml").data.watch_problem() is None
     with pytest.raises(ConfigError, match="must be a local path"):
         load_config(ROOT / "configs" / "paper.yaml", ["data.watch=s3://my-bucket/sa1b"])
+
+
+@pytest.mark.parametrize("stage", ["manifest", "extract"])
+def test_the_dvc_stages_refuse_a_watch_that_is_not_the_images(stage: str) -> None:
+    """What `dvc repro` runs: the stage exits with one error line before Prefect starts."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", f"flows.{stage}", "-S", "data.uri=/mnt/images"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == (
+        "error: data.watch 'data/world' is not data.uri '/mnt/images': DVC would hash the wrong images for this "
+        "world source; set both (e.g. dvc exp run -S data.uri=X -S data.watch=X)"
+    )

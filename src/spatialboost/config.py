@@ -133,14 +133,18 @@ class DataConfig(_Section):
     def _uri_matches_source(self) -> DataConfig:
         if (self.source == "s3") != self.uri.startswith("s3://"):
             raise ValueError(f"source {self.source!r} does not match uri {self.uri!r} (s3 needs s3://bucket/prefix)")
-        if self.source != "s3" and self.watch != self.uri:
-            raise ValueError(
-                f"watch {self.watch!r} must be uri {self.uri!r} for a {self.source} source (DVC hashes the images "
-                "there): set both, or leave watch out"
-            )
         if self.watch is not None and "://" in self.watch:
             raise ValueError(f"watch {self.watch!r} must be a local path: DVC would need credentials to hash it")
         return self
+
+    def watch_problem(self) -> str | None:
+        """Why DVC would hash the wrong images (one line), or None. A local source's images are
+        what DVC must watch: checked where DVC runs a stage (manifest, extract), not on every load,
+        so code that copies params and moves `uri` elsewhere keeps working."""
+        if self.source != "s3" and self.watch != self.uri:
+            return (f"data.watch {self.watch!r} is not data.uri {self.uri!r}: DVC would hash the wrong images for this "
+                    f"{self.source} source; set both (e.g. dvc exp run -S data.uri=X -S data.watch=X)")  # fmt: skip
+        return None
 
     @field_validator("extensions")
     @classmethod
