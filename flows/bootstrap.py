@@ -1,5 +1,7 @@
 """DVC stage `bootstrap` (demo profile): pre-train a small encoder (semantic objective only) and a
-small LLM with its own tokenizer, then LLaVA's align and instruct stages: the baseline to boost."""
+small LLM with its own tokenizer, then LLaVA's align and instruct stages: the baseline to boost.
+With bootstrap.enabled false (the paper profile: released weights) it writes a SKIPPED.json marker
+and metrics saying why, and succeeds."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from prefect import flow
 
 from flows._stage import run_stage
 from spatialboost.config import load_config
-from tasks.metrics import write_metrics
+from spatialboost.skipping import skip_reason
+from tasks.metrics import mark_skipped_task, write_metrics
 from tasks.train import bootstrap_task
 
 
@@ -17,7 +20,8 @@ from tasks.train import bootstrap_task
 def bootstrap_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """Write bootstrap.output (encoder/, vlm/) and metrics/bootstrap.json."""
     cfg = load_config(params, overrides)
-    metrics = bootstrap_task(cfg)
+    reason = skip_reason(cfg, "bootstrap")
+    metrics = mark_skipped_task(cfg.bootstrap.output, "bootstrap", reason) if reason else bootstrap_task(cfg)
     write_metrics(cfg.orchestration.metrics_dir, "bootstrap", metrics)
     return metrics
 

@@ -9,7 +9,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from tqdm import tqdm
 
-from flows._stage import run_stage
+from flows._stage import run_stage, task_resources
 from spatialboost.config import load_config
 from spatialboost.extract.pipeline import manifest_ids
 from tasks.extract import extract_shard_task, extraction_accuracy, finalize_extraction, plan_extraction
@@ -26,7 +26,8 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
     start = time.perf_counter()
     ids = manifest_ids(cfg.data.manifest)
     shards = plan_extraction(cfg, ids)
-    futures = [extract_shard_task.submit(cfg, index, shard) for index, shard in enumerate(shards)]
+    with task_resources(cfg.orchestration, cfg.device):  # Ray: one GPU per shard task
+        futures = [extract_shard_task.submit(cfg, index, shard) for index, shard in enumerate(shards)]
     reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="extract shards", unit="shard")]
     totals = finalize_extraction(cfg, ids, len(shards))
     metrics: dict[str, Any] = {
@@ -43,4 +44,4 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
 
 
 if __name__ == "__main__":
-    run_stage(extract_flow, __doc__, fan_out=True)
+    run_stage(extract_flow, __doc__, fan_out=True, uses_gpu=True, check=lambda cfg: cfg.data.watch_problem())

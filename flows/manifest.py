@@ -22,4 +22,4 @@ def manifest_flow(params: str = "params.yaml", overrides: list[str] | None = Non
 
 
 if __name__ == "__main__":
-    run_stage(manifest_flow, __doc__)
+    run_stage(manifest_flow, __doc__, check=lambda cfg: cfg.data.watch_problem())

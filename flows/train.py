@@ -1,6 +1,7 @@
 """DVC stage `train`: the boost stage (dual-channel attention, LLM frozen) on the synthesized
-conversations, from the bootstrap VLM (demo) or LLaVA-1.5 (paper). Multi-GPU runs use the same
-code under torchrun: `torchrun --standalone --nproc_per_node N -m spatialboost.train`."""
+conversations, from the bootstrap VLM (demo) or LLaVA-1.5 (paper). With
+orchestration.train_nproc_per_node N > 1 the stage runs the same code under torchrun itself
+(`torchrun --standalone --nproc_per_node N -m spatialboost.train`) and keeps rank 0's metrics."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tasks.train import train_task
 def train_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """Write train.output (vlm/, encoder/, checkpoints/) and metrics/train.json."""
     cfg = load_config(params, overrides)
-    metrics = train_task(cfg)
+    metrics = train_task(cfg, params, list(overrides or []))
     write_metrics(cfg.orchestration.metrics_dir, "train", metrics)
     return metrics
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from spatialboost.config import DataConfig, ExtractConfig, SpatialBoostConfig
+from spatialboost.config import SpatialBoostConfig
 from spatialboost.extract.accuracy import evaluate_dataset
 from spatialboost.extract.observe import ObservationSource, build_observer
 from spatialboost.extract.pipeline import (
@@ -22,12 +21,12 @@ from spatialboost.extract.pipeline import (
     shard_is_complete,
     write_sample_overlays,
 )
+from spatialboost.runtime import BuildOnce
 
-
-@functools.lru_cache(maxsize=2)
-def worker_observer(extract: ExtractConfig, data: DataConfig, device: str) -> ObservationSource:
-    """The observer of this worker process: models load once per worker, not once per shard."""
-    return build_observer(extract, data, device)
+worker_observer: BuildOnce[ObservationSource] = BuildOnce(build_observer, maxsize=2)
+"""worker_observer(extract, data, device): the observer of this worker process. Models load once
+per worker, not once per shard, and under one lock: threads of a worker never build two at once
+(a concurrent bf16 `from_pretrained` gave mixed-dtype models) nor use a half-built one."""
 
 
 @task(name="plan-extraction", retries=2, retry_delay_seconds=1)

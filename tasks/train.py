@@ -9,7 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
 from spatialboost.train.bootstrap import run_bootstrap
-from spatialboost.train.stage import run_train_stage
+from spatialboost.train.launch import launch_train_processes
+from spatialboost.train.stage import run_train_stage, train_metrics
 
 
 @task(name="bootstrap", retries=0, cache_policy=NO_CACHE)
@@ -19,18 +20,12 @@ def bootstrap_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
 
 
 @task(name="train", retries=0, cache_policy=NO_CACHE)
-def train_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Run cfg.train (the boost stage by default): a resumable run, so a retry by hand continues."""
-    result = run_train_stage(cfg, progress=True)
-    return {
-        "stage": cfg.train.stage,
-        "adapter": cfg.train.adapter,
-        "steps": result.steps,
-        "total_steps": result.total_steps,
-        "first_loss": result.losses[0] if result.losses else None,
-        "final_loss": result.final_loss,
-        "tokens_per_s": round(result.tokens_per_s, 1),
-        "wall_s": round(result.wall_s, 1),
-        "resumed_from": result.resumed_from,
-        "trainable": result.trainable,
-    }
+def train_task(cfg: SpatialBoostConfig, params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run cfg.train (the boost stage by default): a resumable run, so a retry by hand continues.
+
+    orchestration.train_nproc_per_node > 1: under torchrun (params + overrides are handed on),
+    and the metrics are rank 0's.
+    """
+    if cfg.orchestration.train_nproc_per_node > 1:
+        return launch_train_processes(params, list(overrides or []), cfg)
+    return train_metrics(cfg, run_train_stage(cfg, progress=True))

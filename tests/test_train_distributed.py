@@ -4,9 +4,6 @@ DDP (replicated) and FSDP2 (sharded), through the one training loop."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,11 +59,15 @@ def test_two_processes_match_one_process(runs: tuple[Path, Path], strategy: str)
     assert "rng-rank0.pt" in files and "rng-rank1.pt" in files
 
 
-def test_torchrun_runs_the_training_stage(runs: tuple[Path, Path], tmp_path: Path) -> None:
-    """`torchrun -m spatialboost.train` end to end: 2 gloo processes, then the saved outputs."""
-    root = runs[0].parent
+def test_train_flow_starts_torchrun_itself_and_keeps_rank_0_metrics(
+    runs: tuple[Path, Path], tmp_path: Path, prefect_harness: None
+) -> None:
+    """orchestration.train_nproc_per_node=2: the train stage's flow (what `dvc repro` runs) launches
+    `torchrun -m spatialboost.train` itself (2 gloo processes), then writes metrics/train.json."""
+    from flows.train import train_flow
     from spatialboost.models.tokenizer import load_tokenizer
 
+    root = runs[0].parent
     tokenizer = load_tokenizer(root / "tok")
     init = tiny_vlm(tokenizer, "dinov2", feature_layer=-1).save(tmp_path / "init")
     tokenizer.save_pretrained(init / "language_model")
@@ -74,13 +75,36 @@ def test_torchrun_runs_the_training_stage(runs: tuple[Path, Path], tmp_path: Pat
                      "output": str(tmp_path / "out"), "max_steps": 2, "global_batch_size": 8, "micro_batch_size": 2,
                      "checkpoint_every": 0, "max_length": 256}  # fmt: skip
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"device": "cpu", "train": train_section}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "spatialboost.train", "--params", str(params), "--no-progress"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2/2 steps" in done.stdout
+    params.write_text(yaml.safe_dump({"device": "cpu", "train": train_section,
+                                      "orchestration": {"metrics_dir": str(tmp_path / "metrics")}}))  # fmt: skip
+    returned = train_flow(str(params), ["orchestration.train_nproc_per_node=2"])
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics == returned
+    assert metrics["processes"] == 2 and metrics["steps"] == metrics["total_steps"] == 2
+    assert metrics["final_loss"] is not None and metrics["trainable"]  # rank 0 trained and reported
     out = tmp_path / "out"
     assert (out / "vlm" / "vlm.json").exists() and (out / "encoder" / "encoder.json").exists()
     assert {"rng-rank0.pt", "rng-rank1.pt"} <= {p.name for p in (out / "checkpoints" / "step-000002").iterdir()}
+
+
+def test_torchrun_command_hands_on_params_and_overrides() -> None:
+    from spatialboost.train.launch import torchrun_command
+
+    command = torchrun_command("configs/paper.yaml", ["train.lr=1e-5", "train.adapter=lora"], 4, "/tmp/result.json")
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m",
+                           "spatialboost.train", "--params", "configs/paper.yaml", "-S", "train.lr=1e-5",
+                           "-S", "train.adapter=lora", "--result", "/tmp/result.json"]  # fmt: skip
+
+
+def test_more_processes_than_gpus_is_a_clear_error() -> None:
+    from spatialboost.config import ConfigError, load_config
+    from spatialboost.train.launch import check_devices
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "paper.yaml")  # device cuda, 4 processes
+    if torch.cuda.device_count() >= 4:
+        pytest.skip("this machine has the 4 GPUs")
+    with pytest.raises(ValueError, match=r"orchestration.train_nproc_per_node=4 but \d+ GPUs are visible"):
+        check_devices(cfg)
+    with pytest.raises(ConfigError, match="train_nproc_per_node=3: train.global_batch_size 128 is not a multiple"):
+        load_config(root / "configs" / "paper.yaml", ["orchestration.train_nproc_per_node=3"])

@@ -1,6 +1,7 @@
 """The `spatialboost` command line. Each command validates the params file, calls one library
 entry point and prints what it did; `--help` works on every command.
 
+    spatialboost profile use paper           # make configs/paper.yaml the active params.yaml
     spatialboost config show                 # the resolved, validated config as YAML
     spatialboost world render --set world.n_train=16
     spatialboost data manifest
@@ -30,6 +31,11 @@ config_app = typer.Typer(help="Inspect and validate params files.", no_args_is_h
 world_app = typer.Typer(help="The procedural 3D world (the demo's data).", no_args_is_help=True)
 data_app = typer.Typer(help="Image sources, manifests and quarantine.", no_args_is_help=True)
 hub_app = typer.Typer(help="Pinned checkpoints of the paper profile (the only downloads).", no_args_is_help=True)
+profile_app = typer.Typer(
+    help="Profiles: configs/<name>.yaml are the sources, params.yaml the active one (what `dvc repro` runs).",
+    no_args_is_help=True,
+)
+app.add_typer(profile_app, name="profile")
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
@@ -155,18 +161,90 @@ def synthesize(
     typer.echo(json.dumps(summary))
 
 
+ParamsFileOpt = Annotated[Path, typer.Option("--params", "-p", help="the active params file")]
+MirrorOpt = Annotated[
+    Path | None, typer.Option(help="offline: a folder laid out like the hub, <repo_id>/<files> (default: hub.mirror)")
+]
+
+
+@profile_app.command("use")
+@_clean_errors
+def profile_use(
+    name: Annotated[str, typer.Argument(help="a shipped profile (demo, paper) or a profile YAML file")],
+    params: ParamsFileOpt = Path("params.yaml"),
+) -> None:
+    """Write params.yaml from a profile, fully resolved (every key, defaults included, comments
+    kept), so that `dvc repro` and `dvc exp run -S` run it."""
+    from spatialboost.profiles import use_profile
+
+    source = use_profile(name, params)
+    typer.echo(f"{params}: profile {name} (from {source}); run it with `dvc repro`")
+
+
+@profile_app.command("show")
+@_clean_errors
+def profile_show(params: ParamsFileOpt = Path("params.yaml")) -> None:
+    """Which profile params.yaml holds, whether it still matches its source, and the shipped ones."""
+    from spatialboost.profiles import available_profiles, profile_status
+
+    status = profile_status(params)
+    if status.source is None:
+        state = "no shipped source of that name"
+    elif status.in_sync:
+        state = f"matches {status.source}"
+    else:
+        state = f"differs from {status.source} at: " + "; ".join(status.differences)
+    typer.echo(f"{params}: profile {status.profile} ({state})")
+    typer.echo(f"shipped: {', '.join(f'{n} ({p})' for n, p in available_profiles().items())}")
+
+
 @hub_app.command("fetch")
 @_clean_errors
 def hub_fetch(
-    params: ParamsOpt = Path("configs/paper.yaml"),
+    params: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
     role: Annotated[list[str] | None, typer.Option(help="fetch only this role (repeatable)")] = None,
+    mirror: MirrorOpt = None,
 ) -> None:
-    """Download the pinned checkpoints of hub.models into hub.cache_dir/<role> (skips fetched ones)."""
-    from spatialboost.hub import fetch_models
+    """Fetch the pinned checkpoints of hub.models into hub.cache_dir/<role> (skips fetched ones).
+    The whole `hub` stage (with its checks and summary) is `dvc repro hub`."""
+    from spatialboost.hub import HubError, fetch_models, preflight
 
-    paths = fetch_models(_load(params, overrides).hub, roles=role or None)
-    typer.echo(json.dumps({name: str(path) for name, path in paths.items()}))
+    cfg = _load(params, overrides)
+    try:
+        problem = preflight(cfg.hub, mirror)
+        if problem:
+            raise HubError(problem)
+        records = fetch_models(cfg.hub, roles=role or None, mirror=mirror)
+    except HubError as err:
+        raise ConfigError(str(err)) from None
+    typer.echo(json.dumps({name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
+                           for name, r in records.items()}))  # fmt: skip
+
+
+@hub_app.command("lock")
+@_clean_errors
+def hub_lock(
+    params: ParamsFileOpt = Path("params.yaml"),
+    mirror: MirrorOpt = None,
+    update: Annotated[bool, typer.Option(help="re-pin every role to its current commit, not only the unpinned")] = False,
+) -> None:
+    """Pin every unpinned role of the active profile to a commit sha: the repository's current
+    `main` (asks the hub), or what a mirror holds. Writes the shas into the profile's source
+    (configs/<profile>.yaml, comments kept) and regenerates params.yaml from it; commit both."""
+    from spatialboost.hub import HubError, lock_revisions
+    from spatialboost.profiles import profile_status, set_profile_values, use_profile
+
+    status = profile_status(params)
+    if status.source is None:
+        raise ConfigError(f"{params}: profile {status.profile!r} has no source in configs/ to write the pins into")
+    try:
+        shas = lock_revisions(load_config(status.source).hub, mirror=mirror, update=update)
+    except HubError as err:
+        raise ConfigError(str(err)) from None
+    set_profile_values(status.source, {f"hub.models.{role}.revision": sha for role, sha in shas.items()})
+    use_profile(status.source, params)
+    typer.echo(json.dumps({"profile": str(status.source), "revisions": shas}))
 
 
 @app.command("pull")

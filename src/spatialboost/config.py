@@ -96,6 +96,10 @@ class S3Config(_Section):
     profile: str | None = Field(None, description="AWS shared-config profile name (credentials stay in ~/.aws)")
 
 
+S3_WATCH = "flows/manifest.py"
+"""What DVC watches for an s3 source (data.watch): a local file that changes only with the manifest code."""
+
+
 class DataConfig(_Section):
     """The images the pipeline reads, and the limits that send bad files to quarantine."""
 
@@ -109,12 +113,38 @@ class DataConfig(_Section):
     manifest: str = Field("data/manifest.jsonl", description="manifest output: one line per readable image")
     quarantine: str = Field("data/quarantine.jsonl", description="quarantine output: one line per rejected file")
     s3: S3Config = Field(default_factory=S3Config)
+    watch: str | None = Field(
+        None,
+        description="the local path DVC hashes to decide whether manifest and extract rerun (dvc.yaml `${data.watch}`): "
+        "world/folder sources: the images, i.e. uri (the default; nothing else is allowed); s3: DVC cannot hash a "
+        f"bucket without credentials, so the default is {S3_WATCH} (the manifest flow, a dependency anyway) and a "
+        "re-list is asked for with `dvc repro -f manifest` (later stages rerun only if the manifest changed)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_watch(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("watch") is None:
+            source, uri = raw.get("source", "world"), raw.get("uri", "data/world")
+            raw = {**raw, "watch": S3_WATCH if source == "s3" else uri}
+        return raw
 
     @model_validator(mode="after")
     def _uri_matches_source(self) -> DataConfig:
         if (self.source == "s3") != self.uri.startswith("s3://"):
             raise ValueError(f"source {self.source!r} does not match uri {self.uri!r} (s3 needs s3://bucket/prefix)")
+        if self.watch is not None and "://" in self.watch:
+            raise ValueError(f"watch {self.watch!r} must be a local path: DVC would need credentials to hash it")
         return self
+
+    def watch_problem(self) -> str | None:
+        """Why DVC would hash the wrong images (one line), or None. A local source's images are
+        what DVC must watch: checked where DVC runs a stage (manifest, extract), not on every load,
+        so code that copies params and moves `uri` elsewhere keeps working."""
+        if self.source != "s3" and self.watch != self.uri:
+            return (f"data.watch {self.watch!r} is not data.uri {self.uri!r}: DVC would hash the wrong images for this "
+                    f"{self.source} source; set both (e.g. dvc exp run -S data.uri=X -S data.watch=X)")  # fmt: skip
+        return None
 
     @field_validator("extensions")
     @classmethod
@@ -132,7 +162,12 @@ class ModelPin(_Section):
     """One checkpoint on the Hugging Face Hub (or an OpenCLIP tag), pinned for reproducibility."""
 
     repo_id: str = Field(description="Hugging Face repository id, e.g. apple/DepthPro-hf")
-    revision: str | None = Field(None, description="40-hex commit sha; None = the repo's default branch (not reproducible)")
+    revision: str | None = Field(
+        None, description="40-hex commit sha; None = not pinned yet: `spatialboost hub lock` fills it (fetch refuses unpinned models)"
+    )
+    allow_patterns: tuple[str, ...] | None = Field(
+        None, description="only the repository files matching these globs are fetched (huggingface_hub allow_patterns); None = every file"
+    )
 
     @field_validator("revision")
     @classmethod
@@ -145,8 +180,13 @@ class ModelPin(_Section):
 class HubConfig(_Section):
     """Checkpoints `hub.py` downloads in the paper profile's own stage; empty in the demo."""
 
-    cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in")
+    cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in (the hub stage's output)")
     models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
+    mirror: str | None = Field(
+        None,
+        description="offline: a local folder laid out like the hub, <repo_id>/<files> (e.g. `hf download REPO --revision SHA "
+        "--local-dir MIRROR/REPO`), read instead of the network; None = download from the Hugging Face Hub",
+    )
 
 
 class DepthModelConfig(_Section):
@@ -180,7 +220,7 @@ class LabelerConfig(_Section):
     """OpenCLIP zero-shot labels of mask crops over a vocabulary."""
 
     model_name: str = Field("ViT-L-14", description="open_clip architecture name")
-    pretrained: str | None = Field("models/hub/labeler/open_clip_model.safetensors", description="checkpoint file (or None: random weights, tests only)")
+    pretrained: str | None = Field("models/hub/labeler/open_clip_pytorch_model.safetensors", description="checkpoint file (or None: random weights, tests only)")
     vocabulary: tuple[str, ...] = Field(
         ("person", "car", "chair", "table", "bottle", "cup", "dog", "cat", "tree", "building", "sofa", "bed"),
         description="label names the labeler chooses from",
@@ -283,6 +323,12 @@ class OrchestrationConfig(_Section):
     max_workers: int = Field(
         2, ge=1, description="concurrent tasks: threads, or the worker processes of a local Dask / Ray cluster"
     )
+    train_nproc_per_node: int = Field(
+        1, ge=1,
+        description="processes of the train stage: more than 1 launches `torchrun --standalone --nproc_per_node N -m "
+        "spatialboost.train` (one per GPU; gloo on CPU). The loop computes the same steps on any count, so, like the "
+        "task runner, changing it reruns nothing",
+    )  # fmt: skip
     metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
     schedule_cron: str = Field(
         "0 3 * * *", description="cron schedule of the Prefect deployment `spatialboost-pipeline/scheduled`"
@@ -607,6 +653,16 @@ class SpatialBoostConfig(_Section):
     def _profile_consistent(self) -> SpatialBoostConfig:
         if self.profile == "demo" and self.hub.models:
             raise ValueError("the demo profile is offline: hub.models must be empty")
+        return self
+
+    @model_validator(mode="after")
+    def _train_processes_divide(self) -> SpatialBoostConfig:
+        n, train = self.orchestration.train_nproc_per_node, self.train
+        if train.global_batch_size % (train.micro_batch_size * n):
+            raise ValueError(
+                f"orchestration.train_nproc_per_node={n}: train.global_batch_size {train.global_batch_size} is not a "
+                f"multiple of train.micro_batch_size {train.micro_batch_size} x {n} processes"
+            )
         return self
 
     @model_validator(mode="after")

@@ -1,12 +1,16 @@
 """`python -m spatialboost.train --params configs/paper.yaml [-S train.adapter=lora ...]`: the
-training stage, also under `torchrun --standalone --nproc_per_node N -m spatialboost.train`."""
+training stage, also under `torchrun --standalone --nproc_per_node N -m spatialboost.train`
+(what the train stage launches itself when orchestration.train_nproc_per_node > 1)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from spatialboost.config import load_config
-from spatialboost.train.stage import run_train_stage
+from spatialboost.io import write_json_atomic
+from spatialboost.train.stage import run_train_stage, train_metrics
 
 
 def main() -> None:
@@ -14,8 +18,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (demo: params.yaml)")
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.lr=1e-4")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--result", type=Path, help="rank 0 writes the run's metrics (JSON) here")
     args = parser.parse_args()
-    result = run_train_stage(load_config(args.params, args.set), progress=not args.no_progress)
+    cfg = load_config(args.params, args.set)
+    result = run_train_stage(cfg, progress=not args.no_progress)
+    if args.result is not None and int(os.environ.get("RANK", "0")) == 0:
+        write_json_atomic(args.result, train_metrics(cfg, result))
     print(f"{result.steps}/{result.total_steps} steps, final loss {result.final_loss:.4f}, {result.tokens_per_s:.0f} tokens/s")
 
 

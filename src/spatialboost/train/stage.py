@@ -106,6 +106,23 @@ def train_depth_control(
     return result
 
 
+def train_metrics(cfg: SpatialBoostConfig, result: TrainResult) -> dict:
+    """The train stage's metrics (metrics/train.json) from a run's result: the same on 1 or N processes."""
+    return {
+        "stage": cfg.train.stage,
+        "adapter": cfg.train.adapter,
+        "processes": cfg.orchestration.train_nproc_per_node,
+        "steps": result.steps,
+        "total_steps": result.total_steps,
+        "first_loss": result.losses[0] if result.losses else None,
+        "final_loss": result.final_loss,
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "wall_s": round(result.wall_s, 1),
+        "resumed_from": result.resumed_from,
+        "trainable": result.trainable,
+    }
+
+
 def split_conversations(records: list[dict], image_root: str | Path, split: str | None) -> list[dict]:
     """Only the conversations of `split` of the RGB-D dataset at `image_root` (all when split is
     None or image_root is no such dataset): held-out scenes must never reach training. A record

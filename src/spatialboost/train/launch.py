@@ -1,0 +1,58 @@
+"""The train stage on several processes, started by the stage itself.
+
+With `orchestration.train_nproc_per_node` N > 1 the train stage does not train in its own
+process: it runs `torchrun --standalone --nproc_per_node N -m spatialboost.train --params ...`
+(the same `run_train_stage` in every process: DDP or FSDP, nccl on GPU, gloo on CPU), waits, and
+returns rank 0's metrics, which rank 0 writes to a file this function reads.
+
+    metrics = launch_train_processes("params.yaml", ["train.lr=1e-4"], cfg)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spatialboost.config import SpatialBoostConfig
+
+
+def torchrun_command(params: str | Path, overrides: list[str], nproc: int, result: str | Path) -> list[str]:
+    """The torchrun command line of the train stage (this interpreter's torch.distributed.run)."""
+    sets = [arg for item in overrides for arg in ("-S", item)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+            "-m", "spatialboost.train", "--params", str(params), *sets, "--result", str(result)]  # fmt: skip
+
+
+def check_devices(cfg: SpatialBoostConfig) -> None:
+    """One GPU per process on CUDA: refuse a count the machine does not have, with the fix."""
+    import torch
+
+    nproc = cfg.orchestration.train_nproc_per_node
+    wants_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if wants_cuda and torch.cuda.device_count() < nproc:
+        raise ValueError(
+            f"orchestration.train_nproc_per_node={nproc} but {torch.cuda.device_count()} GPUs are visible: one "
+            f"process per GPU, so set it to at most {torch.cuda.device_count()} (the steps are the same on any count)"
+        )
+
+
+def launch_train_processes(
+    params: str | Path, overrides: list[str], cfg: SpatialBoostConfig, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the train stage under torchrun with cfg.orchestration.train_nproc_per_node processes;
+    returns rank 0's metrics (`train_metrics`). Its output streams to this process's stdout."""
+    check_devices(cfg)
+    with tempfile.TemporaryDirectory(prefix="spatialboost-train-") as tmp:
+        result = Path(tmp) / "result.json"
+        command = torchrun_command(params, overrides, cfg.orchestration.train_nproc_per_node, result)
+        done = subprocess.run(command, env={**os.environ, **(env or {})}, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"torchrun exited with {done.returncode} (the processes' output is above): {' '.join(command)}")
+        if not result.is_file():
+            raise RuntimeError("torchrun finished but rank 0 wrote no result")
+        return json.loads(result.read_text())
