@@ -307,6 +307,7 @@ def test_resume_after_a_kill_gives_identical_bytes(dataset: RGBDDataset, tmp_pat
         run_extraction(_config(killed), ids, _Crashing(dataset, at=ids[6]), progress=False)
     (killed / ".shard-00002.jsonl.4242.tmp").write_text('{"partial')
     (killed / "shard-00002.quarantine.jsonl").write_text("")
+    (killed / "shard-00002.depth.zip").write_bytes(b"PK partial")  # written before the records: not complete
     resumed = run_extraction(_config(killed), ids, observer, progress=False)
     assert resumed["n_shards_skipped"] == 2
     assert _tree_bytes(killed) == _tree_bytes(full)

@@ -20,11 +20,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from spatialboost.config import SpatialBoostConfig
+from spatialboost.data.records import ImageLimits
 from spatialboost.models.export import export_encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.train.adapters import has_lora, merge_lora
-from spatialboost.train.data import ConversationDataset, load_conversations
+from spatialboost.train.data import ConversationDataset, ImageFetcher, load_conversations, manifest_sha256
 from spatialboost.train.distributed import barrier, init_distributed
 from spatialboost.train.loop import MetricsLogger, TrainResult, resolve_precision, train
 
@@ -57,8 +58,8 @@ def run_train_stage(
         subset_conversations(records, train_cfg.max_conversations, train_cfg.seed),
         tokenizer,
         vlm.encoder.preprocess,
-        image_root=train_cfg.image_root,
         max_length=train_cfg.max_length,
+        image_loader=training_images(cfg),
     )
     result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
                    master_dtype=torch.float32)  # fmt: skip
@@ -66,6 +67,19 @@ def run_train_stage(
         save_trained(vlm, tokenizer, train_cfg.output)
     barrier(ctx)
     return result
+
+
+def training_images(cfg: SpatialBoostConfig) -> ImageFetcher:
+    """The loader of the conversations' images: local files under train.image_root, and s3:// uris
+    read through boto3 with data.s3's endpoint, region and profile, every file checked against
+    the sha256 that data.manifest recorded (when there is one), decoded with data's limits."""
+    manifest = Path(cfg.data.manifest)
+    return ImageFetcher(
+        cfg.train.image_root,
+        s3=cfg.data.s3,
+        limits=ImageLimits.from_config(cfg.data),
+        expected_sha256=manifest_sha256(manifest) if manifest.is_file() else None,
+    )
 
 
 def split_conversations(records: list[dict], image_root: str | Path, split: str | None) -> list[dict]:
