@@ -453,31 +453,11 @@ def test_s3_images_through_extraction_synthesis_and_training(
 # The models backend: the real Depth Pro class, its head set to a known constant
 
 
-def save_constant_depth_pro(folder: Path, inverse_depth: float) -> Path:
-    """A tiny Depth Pro whose head outputs `inverse_depth` everywhere (last conv: weight 0, bias it).
-
-    Depth Pro's canonical inverse depth c gives metric depth f / (c * W) for a focal f in pixels
-    and width W (post_process_depth_estimation), so with a known focal the depth is exact.
-    """
-    from transformers import DepthProForDepthEstimation
-
-    from tests.tiny_models import save_depth_pro
-
-    save_depth_pro(folder)
-    model = DepthProForDepthEstimation.from_pretrained(folder)
-    last = model.head.layers[4]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(inverse_depth)
-    model.save_pretrained(folder)
-    return folder
-
-
 def test_tiny_depth_pro_depth_is_what_is_stored(folder: Path, world: RGBDDataset, tmp_path: Path) -> None:
     import open_clip
 
     from spatialboost.extract.observe import build_observer
-    from tests.tiny_models import OPENCLIP_NAME, save_openclip, save_sam2_hf
+    from tests.tiny_models import OPENCLIP_NAME, save_constant_depth_pro, save_openclip, save_sam2_hf
 
     inverse_depth = 0.125
     clip_dir, clip_ckpt = save_openclip(tmp_path / "clip")
