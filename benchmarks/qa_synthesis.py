@@ -14,7 +14,8 @@ not timed). Conversations per second per core, one process, four ways:
 - `end_to_end`: JSON line -> SceneRecord (pydantic) -> conversation -> LLaVA record and typed
   sidecar serialised to JSON strings (what a shard writer does, minus the disk);
 - `shards`: the pipeline's shard work (`plan`, `prepare_output`, `synthesize_shard` per shard:
-  depth maps read from the dataset, LLaVA JSON, parquet and sidecar written), into a temporary
+  depth maps read from the extraction's stored archive, LLaVA JSON, parquet, quarantine and
+  sidecar written), into a temporary
   folder; `finalize` (merged JSON, statistics and their PNG, manifest) is a one-off, timed once
   in wall seconds (`finalize_wall_s`).
 
@@ -41,11 +42,11 @@ import numpy as np
 
 from spatialboost.config import ExtractConfig, SynthesizeConfig, WorldConfig
 from spatialboost.data.rgbd import RGBDDataset
+from spatialboost.extract.depth_maps import depth_map_ref, encode_depth, write_depth_archive
 from spatialboost.extract.ground_truth import GroundTruthObserver
 from spatialboost.extract.records import SceneRecord
 from spatialboost.extract.scene import build_scene, image_rng
 from spatialboost.qa import (
-    RGBDDepthReader,
     finalize,
     ordered,
     plan,
@@ -76,6 +77,19 @@ def world_scenes(root: Path, n: int) -> tuple[list[str], dict[str, np.ndarray]]:
             lines.append(record.to_json())
             depths[image_id] = observation.depth
     return lines, depths
+
+
+def write_scene_shard(folder: Path, lines: list[str], depths: dict[str, np.ndarray]) -> None:
+    """Scene shard 0 as the extraction writes it: records pointing at their stored depth maps."""
+    payloads, with_refs = {}, []
+    for line in lines:
+        record = SceneRecord.from_json(line)
+        payload = encode_depth(depths[record.image_id])
+        ref = depth_map_ref("shard-00000.depth.zip", payload)
+        payloads[ref.sha256] = payload
+        with_refs.append(record.model_copy(update={"depth_map": ref}).to_json())
+    write_depth_archive(folder / "shard-00000.depth.zip", payloads)
+    (folder / "shard-00000.jsonl").write_text("".join(line + "\n" for line in with_refs))
 
 
 def timed(run: Callable[[], int], repeats: int) -> dict[str, float]:
@@ -121,18 +135,16 @@ def measure(lines: list[str], depths: dict[str, np.ndarray], root: Path, repeats
     with tempfile.TemporaryDirectory() as tmp:
         scenes = Path(tmp) / "scenes"
         scenes.mkdir()
-        (scenes / "shard-00000.jsonl").write_text("".join(line + "\n" for line in lines))
+        write_scene_shard(scenes, lines, depths)
         out = Path(tmp) / "qa"
         pipeline_cfg = cfg.model_copy(update={"output": str(out), "n_renderings": 0, "caption_turns": 2})
-
-        reader = RGBDDepthReader(root)
 
         def shards() -> int:
             for path in out.glob("shard-*"):
                 path.unlink()  # rerun everything, not a resume
             planned = plan(scenes, pipeline_cfg)
             prepare_output(pipeline_cfg, planned, root)
-            return sum(synthesize_shard(s, pipeline_cfg, root, reader)["n_conversations"] for s in planned)
+            return sum(synthesize_shard(s, pipeline_cfg, root)["n_conversations"] for s in planned)
 
         results["shards"] = timed(shards, repeats)
         start = time.perf_counter()
@@ -222,7 +234,7 @@ def markdown(report: dict) -> str:
         "- conversation: parsed scene record + depth map -> typed, phrased conversation (probes included)",
         "- conversation_no_depth: the same without a depth map (no pixel probes)",
         "- end_to_end: JSON line -> record -> conversation -> LLaVA and sidecar JSON strings",
-        "- shards: plan + prepare_output + synthesize_shard (depth maps read from disk, three files per shard)",
+        "- shards: plan + prepare_output + synthesize_shard (stored depth maps read from disk, four files per shard)",
         f"- finalize (merged JSON, stats JSON + PNG, manifest; once per run): {report['results']['finalize_wall_s']} s wall",
     ]
     phases_ms = report["results"]["phases_ms_per_conversation"]

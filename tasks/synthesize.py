@@ -11,17 +11,11 @@ from spatialboost.config import SpatialBoostConfig
 from spatialboost.qa.checker import check_output
 from spatialboost.qa.pipeline import (
     QAShard,
-    RGBDDepthReader,
     finalize_and_summarize,
     plan,
     prepare_output,
     synthesize_shard,
 )
-
-
-def _depth_reader(cfg: SpatialBoostConfig) -> RGBDDepthReader | None:
-    """Pixel-level turns need depth maps: the RGB-D dataset has them; a plain image source does not."""
-    return RGBDDepthReader(cfg.data.uri) if cfg.data.source == "world" else None
 
 
 @task(name="plan-synthesis", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
@@ -34,8 +28,9 @@ def plan_synthesis(cfg: SpatialBoostConfig) -> list[QAShard]:
 
 @task(name="synthesize-shard", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)
 def synthesize_shard_task(cfg: SpatialBoostConfig, shard: QAShard) -> dict[str, Any]:
-    """Conversations of one shard (skipped when complete); returns its counts."""
-    return synthesize_shard(shard, cfg.synthesize, cfg.data.uri, _depth_reader(cfg))
+    """Conversations of one shard (skipped when complete), depth from the extraction's stored maps;
+    scenes that give none go to the shard's quarantine file. Returns its counts."""
+    return synthesize_shard(shard, cfg.synthesize, cfg.data.uri)
 
 
 @task(name="finalize-synthesis", retries=2, retry_delay_seconds=1, cache_policy=NO_CACHE)

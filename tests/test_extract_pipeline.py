@@ -154,7 +154,7 @@ def test_records_validate_and_serialise_stably(gt_records: list[SceneRecord]) ->
         assert "\n" not in line and len(line) < 8000  # compact: masks are RLE strings
         assert record.provenance.backend == "ground_truth" and record.intrinsics.focal_source == "dataset"
     with pytest.raises(ValueError):
-        SceneRecord.from_json(gt_records[0].to_json().replace('"schema_version":1', '"schema_version":2'))
+        SceneRecord.from_json(gt_records[0].to_json().replace('"schema_version":2', '"schema_version":1'))
 
 
 def test_objects_are_the_annotated_visible_ones(gt_records: list[SceneRecord], dataset: RGBDDataset) -> None:
@@ -307,6 +307,7 @@ def test_resume_after_a_kill_gives_identical_bytes(dataset: RGBDDataset, tmp_pat
         run_extraction(_config(killed), ids, _Crashing(dataset, at=ids[6]), progress=False)
     (killed / ".shard-00002.jsonl.4242.tmp").write_text('{"partial')
     (killed / "shard-00002.quarantine.jsonl").write_text("")
+    (killed / "shard-00002.depth.zip").write_bytes(b"PK partial")  # written before the records: not complete
     resumed = run_extraction(_config(killed), ids, observer, progress=False)
     assert resumed["n_shards_skipped"] == 2
     assert _tree_bytes(killed) == _tree_bytes(full)
@@ -317,7 +318,7 @@ def test_resume_after_a_kill_gives_identical_bytes(dataset: RGBDDataset, tmp_pat
     assert again["n_shards_skipped"] == 3 and _tree_bytes(killed) == _tree_bytes(full)
 
     manifest = json.loads((full / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1 and manifest["totals"]["n_images"] == len(ids)
+    assert manifest["schema_version"] == 2 and manifest["totals"]["n_images"] == len(ids)
     assert [s["records"] for s in manifest["shards"]] == [f"shard-{i:05d}.jsonl" for i in range(4)]
 
 
@@ -351,7 +352,8 @@ def test_a_changed_id_list_recomputes_stale_shards(dataset: RGBDDataset, tmp_pat
     summary = run_extraction(_config(out), fewer, observer, progress=False)
     assert summary["n_shards_skipped"] == 0 and summary["n_shards"] == 2
     assert sorted(p.name for p in out.glob("shard-*")) == [
-        "shard-00000.jsonl", "shard-00000.quarantine.jsonl", "shard-00001.jsonl", "shard-00001.quarantine.jsonl",
+        "shard-00000.depth.zip", "shard-00000.jsonl", "shard-00000.quarantine.jsonl",
+        "shard-00001.depth.zip", "shard-00001.jsonl", "shard-00001.quarantine.jsonl",
     ]  # fmt: skip
     assert [r.image_id for r in _read_records(out)] == fewer
 

@@ -135,7 +135,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_dask_runner_writes_byte_identical_shards(
     prefect_server_env: dict[str, str], scenes_params: Path, tmp_path: Path
 ) -> None:
-    env = {**prefect_server_env, "PYTHONPATH": str(ROOT), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {**prefect_server_env, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     outputs = {}
     for runner in ("threads", "dask"):
         out, metrics = tmp_path / f"qa-{runner}", tmp_path / f"metrics-{runner}"

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatialboost.config import ObjectGeometryConfig, SynthesizeConfig, TurnMix, WorldConfig
+from spatialboost.config import ExtractConfig, ObjectGeometryConfig, SynthesizeConfig, TurnMix, WorldConfig
 from spatialboost.data.rgbd import RGBDDataset
 from spatialboost.extract.ground_truth import GroundTruthObserver
+from spatialboost.extract.pipeline import extract_shard
 from spatialboost.extract.records import (
     CanonicalBox,
     DepthStats,
@@ -27,8 +28,7 @@ from spatialboost.extract.records import (
     Provenance,
     SceneRecord,
 )
-from spatialboost.extract.scene import build_scene, image_rng
-from spatialboost.qa import RGBDDepthReader, Turn, ordered, pixel_probes, synthesize, synthesize_conversation
+from spatialboost.qa import Turn, ordered, pixel_probes, synthesize, synthesize_conversation
 from spatialboost.qa.answers import count_word
 from spatialboost.qa.draws import scene_draws
 from spatialboost.qa.facts import occluded_objects, occluded_objects_naive, scene_facts
@@ -56,18 +56,14 @@ class QuietDict(dict):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[SceneRecord]]:
-    """(dataset root, folder of one scene shard, scene records) of 12 ground-truth scenes."""
+    """(dataset root, folder of one scene shard, scene records) of 12 ground-truth scenes, written
+    by the extraction stage (so with their stored depth maps)."""
     root = tmp_path_factory.mktemp("world")
     render_dataset(WORLD, root, progress=False)
     observer = GroundTruthObserver(RGBDDataset(root))
-    records = []
-    for image_id in observer.dataset.ids("test"):
-        record = build_scene(observer.observe_one(image_id), GEOMETRY, image_rng(0, image_id))
-        if isinstance(record, SceneRecord):
-            records.append(record)
     scenes = tmp_path_factory.mktemp("scenes")
-    (scenes / "shard-00000.jsonl").write_text("".join(r.to_json() + "\n" for r in records))
-    (scenes / "shard-00000.quarantine.jsonl").write_text("")
+    extract_shard(observer, observer.dataset.ids("test"), 0, ExtractConfig(geometry=GEOMETRY), scenes, seed=0)
+    records = [SceneRecord.from_json(line) for line in (scenes / "shard-00000.jsonl").read_text().splitlines()]
     return Quiet((root, scenes, records))
 
 
@@ -504,12 +500,14 @@ def test_llava_json_parquet_and_sidecar_agree_and_load_in_datasets(world, tmp_pa
 
     root, scenes, records = world
     cfg = _cfg(output=str(tmp_path / "qa"), shard_size=5, caption_turns=2, n_renderings=2)
-    summary = synthesize(scenes, cfg, image_root=root, depth_reader=RGBDDepthReader(root), progress=False)
-    assert summary["n_shards"] == 3 and summary["n_conversations"] == len(records)
+    summary = synthesize(scenes, cfg, image_root=root, progress=False)
+    assert summary["n_shards"] == 3 and summary["n_conversations"] + summary["n_quarantined"] == len(records)
     out = Path(cfg.output)
     llava = json.loads((out / "conversations.json").read_text())
     sidecar = [json.loads(line) for i in range(3) for line in shard_paths(out, i)["sidecar"].read_text().splitlines()]
-    assert [r["id"] for r in llava] == [r["id"] for r in sidecar] == [r.image_id for r in records]
+    quarantined = {json.loads(line)["id"] for i in range(3) for line in shard_paths(out, i)["quarantine"].open()}
+    assert len(llava) >= len(records) - 2 and len(quarantined) == summary["n_quarantined"]
+    assert [r["id"] for r in llava] == [r["id"] for r in sidecar] == [r.image_id for r in records if r.image_id not in quarantined]
     for conv, typed in zip(llava, sidecar, strict=True):
         assert conv["image"] == f"rgb/{conv['id']}.png" and (root / conv["image"]).exists()
         messages = conv["conversations"]
@@ -521,29 +519,28 @@ def test_llava_json_parquet_and_sidecar_agree_and_load_in_datasets(world, tmp_pa
     assert loaded.num_rows == len(llava)
     assert loaded[0]["conversations"] == llava[0]["conversations"] and loaded[0]["image"] == llava[0]["image"]
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["conversations"] == len(records) and sum(stats["question_types"].values()) == stats["turns"]
+    assert stats["conversations"] == len(llava) and sum(stats["question_types"].values()) == stats["turns"]
     assert 0.0 < stats["yes_no"]["yes_fraction"] < 1.0 and stats["numeric_answers_m"]["point_depth"]["n"] > 0
     assert (out / "stats.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((out / "samples").glob("*.png"))) == 2
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["totals"]["n_conversations"] == len(records) and len(manifest["shards"]) == 3
+    assert manifest["totals"]["n_conversations"] == len(llava) and len(manifest["shards"]) == 3
 
 
 def test_same_seed_same_bytes_and_resume_recomputes_nothing(world, tmp_path: Path) -> None:
     root, scenes, _ = world
     cfgs = [_cfg(output=str(tmp_path / name), shard_size=4, n_renderings=0, order="shuffled") for name in "ab"]
-    reader = RGBDDepthReader(root)
     for cfg in cfgs:
-        synthesize(scenes, cfg, image_root=root, depth_reader=reader, progress=False)
+        synthesize(scenes, cfg, image_root=root, progress=False)
     first = _output_bytes(Path(cfgs[0].output))
     assert first == _output_bytes(Path(cfgs[1].output))
     out = Path(cfgs[0].output)
     shard_paths(out, 1)["sidecar"].unlink()  # a crash before shard 1's sidecar was renamed in
-    summary = synthesize(scenes, cfgs[0], image_root=root, depth_reader=reader, progress=False)
+    summary = synthesize(scenes, cfgs[0], image_root=root, progress=False)
     assert summary["n_shards_skipped"] == len(plan(scenes, cfgs[0])) - 1
     assert _output_bytes(out) == first
     other = cfgs[0].model_copy(update={"order": "reversed"})
-    summary = synthesize(scenes, other, image_root=root, depth_reader=reader, progress=False)
+    summary = synthesize(scenes, other, image_root=root, progress=False)
     assert summary["n_shards_skipped"] == 0, "other settings make every shard stale"
 
 
@@ -555,5 +552,6 @@ def test_single_turn_order_writes_one_conversation_per_turn(world, tmp_path: Pat
     llava = json.loads((Path(cfg.output) / "conversations.json").read_text())
     assert summary["n_conversations"] == len(llava) == summary["n_turns"]
     assert all(len(r["conversations"]) == 2 for r in llava)
-    assert {r["id"].rsplit("-t", 1)[0] for r in llava} == {r.image_id for r in records}
+    quarantined = {json.loads(line)["id"] for line in shard_paths(cfg.output, 0)["quarantine"].open()}
+    assert {r["id"].rsplit("-t", 1)[0] for r in llava} == {r.image_id for r in records} - quarantined
     shutil.rmtree(cfg.output)

@@ -65,6 +65,24 @@ def save_depth_pro(folder: Path, seed: int = 0, use_fov_model: bool = True) -> P
     return Path(folder)
 
 
+def save_constant_depth_pro(folder: Path, inverse_depth: float) -> Path:
+    """A tiny Depth Pro whose head outputs `inverse_depth` everywhere (last conv: weight 0, bias it).
+
+    Depth Pro's canonical inverse depth c gives metric depth f / (c * W) for a focal f in pixels
+    and width W (post_process_depth_estimation), so with a known focal the depth is exact.
+    """
+    from transformers import DepthProForDepthEstimation
+
+    save_depth_pro(folder)
+    model = DepthProForDepthEstimation.from_pretrained(folder)
+    last = model.head.layers[4]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(inverse_depth)
+    model.save_pretrained(folder)
+    return folder
+
+
 def save_sam2_hf(folder: Path, seed: int = 0) -> Path:
     """Sam2Model with a hiera of hidden 12 (global attention not first in its stage); 128 px input."""
     from transformers import (

@@ -152,12 +152,10 @@ def synthesize(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Turn every scene record into a multi-turn spatial conversation (synthesize.output)."""
-    from spatialboost.qa.pipeline import RGBDDepthReader
     from spatialboost.qa.pipeline import synthesize as run_synthesis
 
     cfg = _load(params, overrides)
-    depth = RGBDDepthReader(cfg.data.uri) if cfg.data.source == "world" else None
-    summary = run_synthesis(cfg.extract.output, cfg.synthesize, cfg.data.uri, depth, progress=progress)
+    summary = run_synthesis(cfg.extract.output, cfg.synthesize, cfg.data.uri, progress=progress)
     typer.echo(json.dumps(summary))
 
 

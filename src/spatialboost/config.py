@@ -283,6 +283,10 @@ class SynthesizeConfig(_Section):
     min_margin_m: float = Field(0.15, ge=0, description="relations whose margin is smaller are skipped, metres")
     min_margin_rel: float = Field(0.1, ge=0, description="... or smaller than this fraction of the distance")
     min_confidence: float = Field(0.3, ge=0, le=1, description="objects with lower extraction confidence are not asked about")
+    required_levels: tuple[Literal["pixel", "object", "scene"], ...] = Field(
+        ("pixel", "object", "scene"),
+        description="a scene whose conversation has no turn of one of these levels is quarantined, not written (the paper's chain goes pixel -> object -> scene)",
+    )
     n_renderings: int = Field(6, ge=0, description="PNG renderings of sample conversations with what they mention drawn")
 
     @model_validator(mode="after")
@@ -290,6 +294,13 @@ class SynthesizeConfig(_Section):
         total = self.mix.pixel + self.mix.object + self.mix.scene
         if total != self.n_turns:
             raise ValueError(f"mix adds up to {total} turns but n_turns is {self.n_turns}")
+        return self
+
+    @model_validator(mode="after")
+    def _required_levels_have_turns(self) -> SynthesizeConfig:
+        empty = [level for level in self.required_levels if getattr(self.mix, level) == 0]
+        if empty:
+            raise ValueError(f"required_levels {empty} get no turns in mix; give them turns or stop requiring them")
         return self
 
 

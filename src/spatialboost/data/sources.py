@@ -132,6 +132,50 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, (prefix + "/" if prefix else "")
 
 
+def s3_client(cfg: S3Config) -> Any:
+    """A boto3 S3 client from `boto3.Session(profile_name=cfg.profile)` with the configured endpoint
+    and region: credentials come only from the environment or the AWS profile. A client is not
+    fork-safe: make one per process (DataLoader workers included)."""
+    import boto3  # imported here: only S3 users pay for boto3's import time
+
+    session = boto3.Session(profile_name=cfg.profile)
+    return session.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region)
+
+
+def get_s3_object(client: Any, bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of s3://bucket/key (at most max_bytes + 1 of them when max_bytes is given).
+
+    Raises BadImage(UNREADABLE) when this one object is missing or forbidden, with only the S3
+    code and HTTP status (messages may echo request details); other failures (S3 unreachable)
+    propagate.
+    """
+    from botocore.exceptions import ClientError
+
+    request: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if max_bytes is not None:
+        request["Range"] = f"bytes=0-{max_bytes}"  # inclusive: at most max_bytes + 1 bytes
+    try:
+        return client.get_object(**request)["Body"].read()
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "?")
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"InvalidRange"} and max_bytes is not None:  # a zero-byte object
+            return b""
+        if status in {403, 404} or code in {"NoSuchKey", "AccessDenied"}:
+            raise BadImage(Reason.UNREADABLE, f"S3 {code} (HTTP {status})") from None
+        raise
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """The bucket and key of one object: s3://bucket/some/key.jpg -> ("bucket", "some/key.jpg")."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// uri: {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"no bucket or key in {uri!r}")
+    return bucket, key
+
+
 class S3Source:
     """Objects below s3://bucket/prefix whose keys end in one of `extensions`.
 
@@ -149,13 +193,10 @@ class S3Source:
         extensions: tuple[str, ...] | list[str] = (".jpg", ".jpeg", ".png", ".webp"),
         page_size: int = 1000,
     ) -> None:
-        import boto3  # imported here: only S3 users pay for boto3's import time
-
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.extensions = tuple(ext.lower() for ext in extensions)
         self.page_size = page_size
-        session = boto3.Session(profile_name=cfg.profile)
-        self.client: Any = session.client("s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region)
+        self.client: Any = s3_client(cfg)
 
     def refs(self) -> Iterator[ImageRef]:
         # S3 lists keys in UTF-8 binary order; ids share the prefix, so this is sorted by id too.
@@ -171,22 +212,7 @@ class S3Source:
                 yield ImageRef(id=key[len(self.prefix) :], uri=f"s3://{self.bucket}/{key}", size=int(obj["Size"]))
 
     def read_bytes(self, ref: ImageRef, max_bytes: int | None = None) -> bytes:
-        from botocore.exceptions import ClientError
-
-        request: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + ref.id}
-        if max_bytes is not None:
-            request["Range"] = f"bytes=0-{max_bytes}"  # inclusive: at most max_bytes + 1 bytes
-        try:
-            data: bytes = self.client.get_object(**request)["Body"].read()
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "?")
-            status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in {"InvalidRange"} and max_bytes is not None:  # a zero-byte object
-                return b""
-            if status in {403, 404} or code in {"NoSuchKey", "AccessDenied"}:
-                # Only the code and status: messages may echo request details.
-                raise BadImage(Reason.UNREADABLE, f"S3 {code} (HTTP {status})") from None
-            raise
+        data = get_s3_object(self.client, self.bucket, self.prefix + ref.id, max_bytes)
         if max_bytes is not None and len(data) > max_bytes:
             raise _too_large(max_bytes)
         return data

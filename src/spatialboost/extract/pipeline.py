@@ -3,6 +3,8 @@
 Layout of the output folder (cfg.extract.output):
 
     shard-00000.quarantine.jsonl   one QuarantineRecord per image of shard 0 that failed
+    shard-00000.depth.zip          the depth map each record of shard 0 was measured on (PNG-16
+                                   log-depth, content-addressed; extract/depth_maps.py)
     shard-00000.jsonl              one SceneRecord per image of shard 0 that succeeded
     ...
     params.json                    the settings the shards were made with; other settings on a
@@ -12,7 +14,8 @@ Layout of the output folder (cfg.extract.output):
     overlays/<id>.png              masks, labels, projected 3D boxes and depth, for a sample
 
 Every file is written under a temporary name and renamed into place. A shard's records file
-is renamed last, so its existence means the shard is complete; a killed run never leaves a
+is renamed last (after its quarantine file and its depth archive), so its existence means the
+shard is complete; a killed run never leaves a
 partial shard visible, and a rerun resumes at the first missing shard. Each image's
 randomness comes from `image_rng(seed, id)`, so a shard's bytes do not depend on which run
 (or which worker) made it: same inputs, identical bytes.
@@ -38,6 +41,14 @@ from tqdm import tqdm
 
 from spatialboost.config import ExtractConfig, SpatialBoostConfig
 from spatialboost.data.manifest import read_manifest
+from spatialboost.extract.depth_maps import (
+    DepthMapError,
+    archive_members,
+    depth_map_ref,
+    encode_depth,
+    member_name,
+    write_depth_archive,
+)
 from spatialboost.extract.observe import Observation, ObservationFailure, ObservationSource
 from spatialboost.extract.records import SCHEMA_VERSION, QuarantineRecord, SceneRecord
 from spatialboost.extract.scene import SceneFailure, build_scene, image_rng
@@ -46,6 +57,8 @@ from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_tempo
 MANIFEST_NAME = "manifest.json"
 PARAMS_NAME = "params.json"
 OVERLAY_DIR = "overlays"
+SHARD_FILE = re.compile(r"^shard-(\d{5})\.(jsonl|quarantine\.jsonl|depth\.zip)$")
+"""The three files of a shard."""
 NOT_PARAMS = {"output", "n_overlays"}
 """ExtractConfig fields that change no byte of a shard."""
 
@@ -62,6 +75,16 @@ class ShardReport:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ShardContent:
+    """What one shard's files hold: records (each pointing at its depth map), quarantine
+    records, and the encoded depth maps by sha256 (the depth archive's members)."""
+
+    records: list[SceneRecord]
+    quarantined: list[QuarantineRecord]
+    depth_maps: dict[str, bytes]
+
+
 def records_path(out_dir: str | os.PathLike[str], index: int) -> Path:
     """shard-NNNNN.jsonl: the scene records of shard `index`; its existence marks the shard complete."""
     return Path(out_dir) / f"shard-{index:05d}.jsonl"
@@ -70,6 +93,11 @@ def records_path(out_dir: str | os.PathLike[str], index: int) -> Path:
 def quarantine_path(out_dir: str | os.PathLike[str], index: int) -> Path:
     """shard-NNNNN.quarantine.jsonl: the quarantine records of shard `index`."""
     return Path(out_dir) / f"shard-{index:05d}.quarantine.jsonl"
+
+
+def depth_archive_path(out_dir: str | os.PathLike[str], index: int) -> Path:
+    """shard-NNNNN.depth.zip: the depth maps the records of shard `index` were measured on."""
+    return Path(out_dir) / f"shard-{index:05d}.depth.zip"
 
 
 def manifest_ids(manifest: str | os.PathLike[str]) -> list[str]:
@@ -97,16 +125,19 @@ def extract_shard(
     *,
     seed: int = 0,
 ) -> ShardReport:
-    """Observe `ids` (one batch), build their scenes and write the shard's two files.
+    """Observe `ids` (one batch), build their scenes and write the shard's three files.
 
-    Every id ends in exactly one of them: a scene record or a quarantine record. The quarantine
-    file is written first, the records file last (both atomically).
+    Every id ends in exactly one of two: a scene record (its depth map in the depth archive) or
+    a quarantine record. The quarantine file and the depth archive are written first, the
+    records file last (all atomically).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records, quarantined = extract_records(observer, ids, cfg, seed=seed)
+    content = extract_records(observer, ids, cfg, seed=seed, depth_file=depth_archive_path(out_dir, shard_index).name)
+    records, quarantined = content.records, content.quarantined
     with open_text_atomic(quarantine_path(out_dir, shard_index)) as handle:
         handle.writelines(record.to_json() + "\n" for record in quarantined)
+    write_depth_archive(depth_archive_path(out_dir, shard_index), content.depth_maps)
     with open_text_atomic(records_path(out_dir, shard_index)) as handle:
         handle.writelines(record.to_json() + "\n" for record in records)
     return ShardReport(
@@ -120,21 +151,32 @@ def extract_shard(
 
 
 def extract_records(
-    observer: ObservationSource, ids: Sequence[str], cfg: ExtractConfig, *, seed: int = 0
-) -> tuple[list[SceneRecord], list[QuarantineRecord]]:
-    """Scene and quarantine records of `ids`, in id order, without writing anything."""
+    observer: ObservationSource,
+    ids: Sequence[str],
+    cfg: ExtractConfig,
+    *,
+    seed: int = 0,
+    depth_file: str = "shard-00000.depth.zip",
+) -> ShardContent:
+    """Scene and quarantine records of `ids`, in id order, and the encoded depth map of every
+    record (which points at it in the archive `depth_file`), without writing anything."""
     observations = observer.observe(list(ids))
     if len(observations) != len(ids):
         raise RuntimeError(f"observer returned {len(observations)} results for {len(ids)} ids")
-    records: list[SceneRecord] = []
-    quarantined: list[QuarantineRecord] = []
+    content = ShardContent([], [], {})
     for image_id, item in zip(ids, observations, strict=True):
         result = scene_or_failure(item, cfg, seed)
-        if isinstance(result, SceneRecord):
-            records.append(result)
-        else:
-            quarantined.append(QuarantineRecord(id=image_id, uri=item.uri, reason=result.reason, detail=result.detail))
-    return records, quarantined
+        if isinstance(result, SceneFailure):
+            content.quarantined.append(
+                QuarantineRecord(id=image_id, uri=item.uri, reason=result.reason, detail=result.detail)
+            )
+            continue
+        assert isinstance(item, Observation)  # an observer failure never gives a scene
+        payload = encode_depth(item.depth)  # the map the scene was measured on
+        ref = depth_map_ref(depth_file, payload)
+        content.depth_maps[ref.sha256] = payload
+        content.records.append(result.model_copy(update={"depth_map": ref}))
+    return content
 
 
 def scene_or_failure(
@@ -154,17 +196,26 @@ def scene_or_failure(
 
 
 def shard_is_complete(out_dir: str | os.PathLike[str], index: int, ids: Sequence[str]) -> bool:
-    """True when shard `index` was fully written for exactly these ids (a changed manifest or
-    shard size makes an old shard stale, and it is recomputed)."""
+    """True when shard `index` was fully written for exactly these ids, with every record's depth
+    map in its archive (a changed manifest or shard size makes an old shard stale, and an older
+    schema or a damaged file incomplete: both are recomputed)."""
     records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
-    if not (records.exists() and quarantine.exists()):
+    depth = depth_archive_path(out_dir, index)
+    if not (records.exists() and quarantine.exists() and depth.exists()):
         return False
     try:
-        found = [SceneRecord.from_json(line).image_id for line in nonblank_lines(records)]
-        found += [QuarantineRecord.from_json(line).id for line in nonblank_lines(quarantine)]
-    except ValueError:  # an older schema or a damaged file: recompute
+        scenes = [SceneRecord.from_json(line) for line in nonblank_lines(records)]
+        found = [scene.image_id for scene in scenes] + [
+            QuarantineRecord.from_json(line).id for line in nonblank_lines(quarantine)
+        ]
+        members = archive_members(depth)
+    except (ValueError, DepthMapError):
         return False
-    return sorted(found) == sorted(ids)
+    stored = all(
+        s.depth_map is not None and s.depth_map.file == depth.name and member_name(s.depth_map.sha256) in members
+        for s in scenes
+    )
+    return stored and sorted(found) == sorted(ids)
 
 
 def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
@@ -177,7 +228,8 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
     by_reason: Counter[str] = Counter()
     for index in range(n_shards):
         records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
-        if not records.exists() or not quarantine.exists():
+        depth = depth_archive_path(out_dir, index)
+        if not records.exists() or not quarantine.exists() or not depth.exists():
             raise FileNotFoundError(f"{out_dir}: shard {index} is not complete ({records.name} missing)")
         record_lines, quarantine_lines = nonblank_lines(records), nonblank_lines(quarantine)
         reasons = Counter(QuarantineRecord.from_json(line).reason for line in quarantine_lines)
@@ -188,12 +240,16 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
             "records_sha256": sha256_file(records),
             "quarantine": quarantine.name,
             "quarantine_sha256": sha256_file(quarantine),
+            "depth": depth.name,
+            "depth_sha256": sha256_file(depth),
+            "depth_bytes": depth.stat().st_size,
             "n_records": len(record_lines),
             "n_quarantined": len(quarantine_lines),
             "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
             "by_reason": dict(sorted(reasons.items())),
         })  # fmt: skip
-    totals = {key: sum(shard[key] for shard in shards) for key in ("n_records", "n_quarantined", "n_objects")}
+    keys = ("n_records", "n_quarantined", "n_objects", "depth_bytes")
+    totals = {key: sum(shard[key] for shard in shards) for key in keys}
     params_path = out_dir / PARAMS_NAME
     manifest = {
         "format": "spatialboost-scenes",
@@ -232,9 +288,9 @@ def prepare_output(out_dir: str | os.PathLike[str], n_shards: int, params: dict[
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     params_path = out_dir / PARAMS_NAME
     same_params = params_path.exists() and json.loads(params_path.read_text()) == params
-    for path in sorted(out_dir.glob("shard-*.jsonl")):
-        index = int(path.name[len("shard-") : len("shard-") + 5])
-        if index >= n_shards or not same_params:
+    for path in sorted(out_dir.glob("shard-*")):
+        match = SHARD_FILE.match(path.name)
+        if match and (int(match.group(1)) >= n_shards or not same_params):
             path.unlink()
     write_json_atomic(params_path, params)
 

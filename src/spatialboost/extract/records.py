@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Written on every scene and quarantine record and in the shard manifest; bump on any change
-of a field's meaning."""
+of a field's meaning. 2: `SceneRecord.depth_map` (the stored depth map), synthesize quarantine."""
 
 FLOAT_DECIMALS = 6
 
@@ -268,6 +268,23 @@ class DepthStats(_Record):
     max_m: Float
 
 
+class DepthMapRef(_Record):
+    """Where the depth map a scene was measured on is stored (extract/depth_maps.py).
+
+    file: the shard's depth archive, relative to the folder of the scene shards
+    ("shard-00000.depth.zip"). sha256: of the map's PNG bytes; also its member name in the
+    archive ("<sha256>.png"). encoding: "png16-log": 16-bit codes, 0 = no depth, code k >= 1 =
+    min_m * exp((k - 1) * ln(max_m / min_m) / 65534) metres. The map has the record's width and
+    height.
+    """
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    encoding: Literal["png16-log"] = "png16-log"
+    min_m: Float = Field(gt=0)
+    max_m: Float = Field(gt=0)
+
+
 class Provenance(_Record):
     """Who made the record: backend ("ground_truth" or "models") and model id per role."""
 
@@ -279,10 +296,12 @@ class SceneRecord(_Record):
     """One image as a canonical 3D scene.
 
     dropped: objects left out, by reason ("too_few_points", "empty_mask", ...), so that no
-    object vanishes unaccounted for.
+    object vanishes unaccounted for. depth_map: the stored depth map the scene was measured on
+    (the pixel-level questions read it); None for a record built in memory, never for one the
+    extraction stage wrote. The intrinsics are the ones that map was made (and unprojected) with.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     image_id: str
     image_uri: str
     width: int = Field(ge=1)
@@ -293,6 +312,7 @@ class SceneRecord(_Record):
     objects: tuple[ObjectRecord, ...]
     dropped: dict[str, int] = Field(default_factory=dict)
     provenance: Provenance
+    depth_map: DepthMapRef | None = None
 
     @field_validator("objects")
     @classmethod
@@ -319,15 +339,16 @@ class SceneRecord(_Record):
 
 
 class QuarantineRecord(_Record):
-    """An image the extraction stage could not turn into a scene.
+    """An image a stage could not turn into its output: extract (no scene; reason a
+    scene.QuarantineReason) or synthesize (no conversation; reason a qa.pipeline.QAQuarantineReason).
 
-    reason: a code (scene.QuarantineReason); detail: one human-readable line.
+    reason: a code; detail: one human-readable line.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     id: str
     uri: str
-    stage: Literal["extract"] = "extract"
+    stage: Literal["extract", "synthesize"] = "extract"
     reason: str
     detail: str
 

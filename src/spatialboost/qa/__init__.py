@@ -6,8 +6,7 @@ heights, distances, left/right, above/below, in front/behind) to scene level (di
 objects, which object is closest), later answers quoting earlier ones as their rationale.
 
     conversation = synthesize_conversation(record, cfg.synthesize, depth=depth_map)
-    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world",
-                         depth_reader=RGBDDepthReader("data/world"))
+    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world")   # depth: stored by extract
 
 Modules: turns (typed Turn), facts (what may be said about a scene), probes (pixel probes),
 tolerance (numeric answer bands), questions (pure generators per level), phrasing (templates,
@@ -18,8 +17,8 @@ JSON, parquet, sidecar), report (statistics, renderings), pipeline (shards, resu
 
 from spatialboost.qa.conversation import ORDERS, Conversation, ordered, synthesize_conversation
 from spatialboost.qa.pipeline import (
+    QAQuarantineReason,
     QAShard,
-    RGBDDepthReader,
     finalize,
     plan,
     prepare_output,
@@ -35,8 +34,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Conversation",
     "PixelProbe",
+    "QAQuarantineReason",
     "QAShard",
-    "RGBDDepthReader",
     "ToleranceModel",
     "Turn",
     "finalize",

@@ -75,6 +75,11 @@ class Conversation:
         return tuple(t for t in self.turns if t.level == "caption")
 
 
+def missing_levels(conversation: Conversation, required: tuple[str, ...] | list[str]) -> list[str]:
+    """The required spatial levels (in `required`'s order) the conversation has no turn of."""
+    return [level for level in required if not conversation.levels.get(level, 0)]
+
+
 def scene_streams(seed: int, image_id: str) -> dict[str, Draws]:
     """Independent random streams of one scene ("words", "probes", "plan"); depend only on
     (seed, image_id)."""

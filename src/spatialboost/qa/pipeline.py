@@ -4,6 +4,8 @@ Layout of the output folder (cfg.output):
 
     shard-00000.llava.json      LLaVA conversations of QA shard 0 (formats.py)
     shard-00000.parquet         the same, as a parquet `datasets` loads
+    shard-00000.quarantine.jsonl  one QuarantineRecord (stage "synthesize") per scene of shard 0
+                                that gave no conversation, with its reason (QAQuarantineReason)
     shard-00000.jsonl           the typed sidecar: one line per conversation; written last
     params.json                 the settings and the input shards' sha256 the shards were made
                                 with; any change makes every shard stale
@@ -18,8 +20,13 @@ line order). Its sidecar is renamed into place last, so its existence marks the 
 complete, and a rerun skips complete shards. A conversation depends only on (cfg, its scene
 record, its depth map), so every shard's bytes are the same whichever run or worker made it.
 
-    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world",
-                         depth_reader=RGBDDepthReader("data/world"))
+Depth: every scene's depth map is the one the extraction stored beside the record (its
+`depth_map`: extract/depth_maps.py), whatever the image source (world, folder, S3): one way in.
+Every scene ends in exactly one of two files: a conversation with a turn of each of
+cfg.required_levels, or a quarantine record saying why not (no stored depth, a damaged depth
+map, no question at all, no turn of a required level). No conversation is ever empty.
+
+    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world")
 
 For fan-out: `shards = plan(...)`, `prepare_output(cfg, shards)` once, `synthesize_shard` per
 shard (any order, any worker), then `finalize(cfg, shards, image_root)`.
@@ -27,10 +34,11 @@ shard (any order, any worker), then `finalize(cfg, shards, image_root)`.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
-from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +48,10 @@ import numpy as np
 from tqdm import tqdm
 
 from spatialboost.config import SynthesizeConfig
-from spatialboost.extract.records import SceneRecord
+from spatialboost.extract.depth_maps import DepthMapError, DepthMaps
+from spatialboost.extract.records import QuarantineRecord, SceneRecord
 from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic
-from spatialboost.qa.conversation import ordered, synthesize_conversation
+from spatialboost.qa.conversation import Conversation, missing_levels, ordered, synthesize_conversation
 from spatialboost.qa.formats import (
     image_reference,
     llava_record,
@@ -55,9 +64,6 @@ from spatialboost.qa.formats import (
 from spatialboost.qa.report import conversation_stats, write_sample_png, write_stats_png
 from spatialboost.qa.turns import SCHEMA_VERSION
 
-DepthReader = Callable[[SceneRecord], "np.ndarray | None"]
-"""Scene record -> its (H, W) float32 depth map in metres, or None when there is none."""
-
 SCENE_SHARD = re.compile(r"^shard-(\d{5})\.jsonl$")
 """Scene-record shards of the extraction stage (its quarantine files do not match)."""
 
@@ -66,6 +72,20 @@ MANIFEST_NAME = "manifest.json"
 SAMPLES_DIR = "samples"
 NOT_PARAMS = {"output", "n_renderings"}
 """SynthesizeConfig fields that change no byte of a shard."""
+
+
+class QAQuarantineReason(str, enum.Enum):
+    """Why a scene gave no conversation. The value is the code in the quarantine records;
+    a missing level gives "no_<level>_turns" (`missing_level_reason`)."""
+
+    NO_DEPTH = "no_depth"  # the record points at no stored depth map, and pixel turns are required
+    DEPTH_UNREADABLE = "depth_unreadable"  # the stored map is missing, damaged or not the record's
+    NO_QUESTIONS = "no_questions"  # not one spatial question could be asked about the scene
+
+
+def missing_level_reason(level: str) -> str:
+    """The quarantine code of a conversation without a turn of `level` ("no_scene_turns")."""
+    return f"no_{level}_turns"
 
 
 @dataclass(frozen=True)
@@ -87,26 +107,6 @@ class QAShard:
     @property
     def n_scenes(self) -> int:
         return sum(s.stop - s.start for s in self.sources)
-
-
-class RGBDDepthReader:
-    """Depth maps from a `spatialboost-rgbd` dataset by image id (None for ids it lacks).
-
-    Opens the dataset on first use, so the reader is cheap to create and to send to a worker.
-    """
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = str(root)
-        self._dataset = None
-
-    def __call__(self, record: SceneRecord) -> np.ndarray | None:
-        from spatialboost.data.rgbd import RGBDDataset
-
-        if self._dataset is None:
-            self._dataset = RGBDDataset(self.root)
-        if record.image_id not in self._dataset:
-            return None
-        return self._dataset.depth(record.image_id)
 
 
 def scene_shard_files(scene_shards_dir: str | os.PathLike[str]) -> list[Path]:
@@ -139,11 +139,13 @@ def plan(scene_shards_dir: str | os.PathLike[str], cfg: SynthesizeConfig) -> lis
 
 
 def shard_paths(out_dir: str | os.PathLike[str], index: int) -> dict[str, Path]:
-    """The three files of QA shard `index`: llava, parquet, sidecar (the completion marker)."""
+    """The four files of QA shard `index`: llava, parquet, quarantine, sidecar (the completion
+    marker, written last)."""
     stem = Path(out_dir) / f"shard-{index:05d}"
     return {
         "llava": stem.with_name(stem.name + ".llava.json"),
         "parquet": stem.with_name(stem.name + ".parquet"),
+        "quarantine": stem.with_name(stem.name + ".quarantine.jsonl"),
         "sidecar": stem.with_name(stem.name + ".jsonl"),
     }
 
@@ -182,50 +184,105 @@ def prepare_output(cfg: SynthesizeConfig, shards: list[QAShard], image_root: str
 
 
 def shard_is_complete(cfg: SynthesizeConfig, shard: QAShard) -> bool:
-    """True when all three files of the shard exist (the sidecar is written last)."""
+    """True when all four files of the shard exist (the sidecar is written last)."""
     return all(path.exists() for path in shard_paths(cfg.output, shard.index).values())
 
 
 def read_scenes(shard: QAShard) -> list[SceneRecord]:
     """The scene records of a shard, in order."""
-    records = []
+    return [record for record, _ in read_scenes_with_folder(shard)]
+
+
+def read_scenes_with_folder(shard: QAShard) -> list[tuple[SceneRecord, Path]]:
+    """(scene record, the folder of its scene shard) for every scene of a shard, in order: a
+    record's depth_map.file is relative to that folder."""
+    scenes = []
     for source in shard.sources:
-        records += [SceneRecord.from_json(line) for line in nonblank_lines(Path(source.path))[source.start : source.stop]]
-    return records
+        path = Path(source.path)
+        scenes += [(SceneRecord.from_json(line), path.parent) for line in nonblank_lines(path)[source.start : source.stop]]
+    return scenes
+
+
+def scene_conversation(
+    record: SceneRecord, scenes_dir: str | os.PathLike[str], cfg: SynthesizeConfig, depth_maps: DepthMaps
+) -> Conversation | QuarantineRecord:
+    """The forward conversation of one scene, read with its stored depth map, or the quarantine
+    record that says why the scene has none (QAQuarantineReason, or no turn of a required level)."""
+
+    def quarantine(reason: str, detail: str) -> QuarantineRecord:
+        return QuarantineRecord(id=record.image_id, uri=record.image_uri, stage="synthesize", reason=reason,
+                                detail=detail)  # fmt: skip
+
+    depth = None
+    if record.depth_map is not None:
+        try:
+            depth = depth_maps.read(scenes_dir, record)
+        except DepthMapError as err:
+            return quarantine(QAQuarantineReason.DEPTH_UNREADABLE.value, str(err))
+    elif "pixel" in cfg.required_levels:
+        detail = "the scene record points at no stored depth map (made by an older extractor, or in memory)"
+        return quarantine(QAQuarantineReason.NO_DEPTH.value, detail)
+    conversation = synthesize_conversation(record, cfg, depth=depth)
+    if not conversation.spatial_turns:
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(conversation.skipped.items()) if n) or "nothing"
+        detail = f"{len(conversation.objects)} askable of {len(record.objects)} objects; skipped: {skipped}"
+        return quarantine(QAQuarantineReason.NO_QUESTIONS.value, detail)
+    missing = missing_levels(conversation, cfg.required_levels)
+    if missing:
+        levels = ", ".join(f"{level} {n}" for level, n in conversation.levels.items())
+        detail = f"no {missing[0]}-level question could be asked ({len(conversation.objects)} askable objects; turns: {levels})"
+        return quarantine(missing_level_reason(missing[0]), detail)
+    return conversation
 
 
 def synthesize_shard(
     shard: QAShard,
     cfg: SynthesizeConfig,
     image_root: str | os.PathLike[str] | None,
-    depth_reader: DepthReader | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Write the three files of one shard (skipped when already complete); returns its counts."""
+    """Write the four files of one shard (skipped when already complete); returns its counts."""
     paths = shard_paths(cfg.output, shard.index)
     if shard_is_complete(cfg, shard):
-        return {"index": shard.index, "skipped": True, **_counts(read_jsonl(paths["sidecar"]))}
-    llava, sidecar = [], []
-    for record in tqdm(read_scenes(shard), desc=f"qa shard {shard.index}", unit="scene", disable=not progress):
-        depth = depth_reader(record) if depth_reader is not None else None
-        conversation = synthesize_conversation(record, cfg, depth=depth)
+        counts = _counts(read_jsonl(paths["sidecar"]), read_jsonl(paths["quarantine"]))
+        return {"index": shard.index, "skipped": True, **counts}
+    llava, sidecar, quarantined = [], [], []
+    depth_maps = DepthMaps()
+    scenes = read_scenes_with_folder(shard)
+    for record, folder in tqdm(scenes, desc=f"qa shard {shard.index}", unit="scene", disable=not progress):
+        conversation = scene_conversation(record, folder, cfg, depth_maps)
+        if isinstance(conversation, QuarantineRecord):
+            quarantined.append(json.loads(conversation.to_json()))
+            continue
         image = image_reference(record.image_uri, image_root)
         for conv_id, turns in ordered(conversation, cfg.order, cfg.seed):
             llava.append(llava_record(conv_id, image, turns))
             sidecar.append(sidecar_record(conv_id, image, cfg.order, conversation, turns))
+    depth_maps.close()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)
     write_llava_json(paths["llava"], llava)
     write_parquet(paths["parquet"], llava, sidecar)
+    write_jsonl(paths["quarantine"], quarantined)
     write_jsonl(paths["sidecar"], sidecar)
-    return {"index": shard.index, "skipped": False, **_counts(sidecar)}
+    return {"index": shard.index, "skipped": False, **_counts(sidecar, quarantined)}
 
 
-def _counts(sidecar: list[dict[str, Any]]) -> dict[str, int]:
+def _counts(sidecar: list[dict[str, Any]], quarantined: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "n_scenes": len({r["image_id"] for r in sidecar}),
         "n_conversations": len(sidecar),
         "n_turns": sum(len(r["turns"]) for r in sidecar),
+        "n_quarantined": len(quarantined),
+        "quarantine_by_reason": dict(sorted(Counter(r["reason"] for r in quarantined).items())),
     }
+
+
+def _sum_counts(counts: list[dict[str, Any]]) -> dict[str, Any]:
+    reasons: Counter[str] = Counter()
+    for c in counts:
+        reasons.update(c["quarantine_by_reason"])
+    keys = ("n_scenes", "n_conversations", "n_turns", "n_quarantined")
+    return {**{k: sum(c[k] for c in counts) for k in keys}, "quarantine_by_reason": dict(sorted(reasons.items()))}
 
 
 def finalize(
@@ -235,6 +292,7 @@ def finalize(
     renderings and manifest.json (last). Every shard must be complete. Returns the manifest."""
     out_dir = Path(cfg.output)
     sidecar: list[dict[str, Any]] = []
+    shard_counts: list[dict[str, Any]] = []
     entries = []
     with open_text_atomic(out_dir / "conversations.json") as merged:
         merged.write("[")
@@ -250,11 +308,12 @@ def finalize(
             for record in json.loads(paths["llava"].read_text(encoding="utf-8")):
                 merged.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
                 first = False
+            shard_counts.append(_counts(records, read_jsonl(paths["quarantine"])))
             entries.append({
                 "index": shard.index,
                 **{name: path.name for name, path in paths.items()},
                 **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
-                **_counts(records),
+                **shard_counts[-1],
             })  # fmt: skip
         merged.write("\n]\n")
     stats = conversation_stats(sidecar)
@@ -268,7 +327,7 @@ def finalize(
         "params": json.loads(params_path.read_text()) if params_path.exists() else None,
         "n_shards": len(shards),
         "shards": entries,
-        "totals": _counts(sidecar),
+        "totals": _sum_counts(shard_counts),
         "n_samples": n_samples,
     }
     write_json_atomic(out_dir / MANIFEST_NAME, manifest)
@@ -294,7 +353,7 @@ def write_samples(
 def load_image(image: str, image_root: str | os.PathLike[str] | None) -> np.ndarray | None:
     """(H, W, 3) uint8 of a sidecar `image` (a path under image_root, or a file:// uri); None
     when it cannot be read (the sample is drawn on grey)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     parsed = urlparse(image)
     if parsed.scheme == "file":
@@ -305,7 +364,7 @@ def load_image(image: str, image_root: str | os.PathLike[str] | None) -> np.ndar
         return None
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))  # as the extraction saw it
     except OSError:
         return None
 
@@ -314,15 +373,15 @@ def synthesize(
     scene_shards_dir: str | os.PathLike[str],
     cfg: SynthesizeConfig,
     image_root: str | os.PathLike[str] | None,
-    depth_reader: DepthReader | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Synthesise every scene of scene_shards_dir into cfg.output (resumable); returns the
-    summary for metrics/synthesize.json: counts, shards skipped and the balance figures."""
+    summary for metrics/synthesize.json: counts, quarantine by reason, shards skipped and the
+    balance figures."""
     shards = plan(scene_shards_dir, cfg)
     prepare_output(cfg, shards, image_root)
     reports = [
-        synthesize_shard(shard, cfg, image_root, depth_reader)
+        synthesize_shard(shard, cfg, image_root)
         for shard in tqdm(shards, desc="synthesize", unit="shard", disable=not progress)
     ]
     return finalize_and_summarize(cfg, shards, image_root, reports)

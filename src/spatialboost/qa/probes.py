@@ -1,11 +1,10 @@
 """Pixel probes: points on objects with their exact depth, for the pixel-level turns.
 
-A SceneRecord keeps no depth map, so the pixel-level questions ("what is the depth at (x, y)?")
-need the depth map itself. `pixel_probes` picks a few pixels inside each object's mask where
-the depth is valid and reads their depth exactly; the probes are small (a few numbers each), so
-the extraction stage could store them in the scene record later. Until then the synthesis reads
-the depth map from the RGB-D dataset (pipeline.rgbd_depth_reader) and, without one, fills the
-pixel turns with object- and scene-level ones (recorded as "no_depth").
+The pixel-level questions ("what is the depth at (x, y)?") need the depth map itself: the
+extraction stores the map each scene was measured on beside its record (extract/depth_maps.py),
+and the synthesis reads it back (pipeline.scene_conversation). `pixel_probes` picks a few pixels
+inside each object's mask where the depth is valid and reads their depth exactly. Without a
+map, the pixel turns go to the object and scene levels (recorded as "no_depth").
 """
 
 from __future__ import annotations

@@ -14,7 +14,15 @@ resume), distributed (DDP/FSDP, deterministic global batches), stage (load -> tr
 """
 
 from spatialboost.train.adapters import TrainableReport, merge_lora, prepare_stage
-from spatialboost.train.data import ConversationDataset, SFTBatch, SFTCollator, SFTExample, load_conversations
+from spatialboost.train.data import (
+    ConversationDataset,
+    ImageFetcher,
+    SFTBatch,
+    SFTCollator,
+    SFTExample,
+    load_conversations,
+    manifest_sha256,
+)
 from spatialboost.train.distributed import DistContext, init_distributed
 from spatialboost.train.loop import TrainResult, fit, train
 from spatialboost.train.stage import load_initial_model, run_train_stage, save_trained
@@ -22,6 +30,7 @@ from spatialboost.train.stage import load_initial_model, run_train_stage, save_t
 __all__ = [
     "ConversationDataset",
     "DistContext",
+    "ImageFetcher",
     "SFTBatch",
     "SFTCollator",
     "SFTExample",
@@ -31,6 +40,7 @@ __all__ = [
     "init_distributed",
     "load_conversations",
     "load_initial_model",
+    "manifest_sha256",
     "merge_lora",
     "prepare_stage",
     "run_train_stage",

@@ -9,25 +9,41 @@ A LLaVA record is {"id", "image" (optional), "conversations": [{"from": "human"|
 (spatialboost.qa writes them); the first human turn of an image record starts with "<image>\\n".
 Each example is tokenised once by `build_sft_example` (labels only on assistant answers), and
 its image goes through the encoder's own preprocessing. Records without "image" are text-only
-(LLaVA-1.5's instruction mix has such conversations).
+(LLaVA-1.5's instruction mix has such conversations). A record that cannot become an example
+(no user message, an unreadable image) raises a ValueError naming it.
+
+Images (`ImageFetcher`): local paths (relative to image_root), file:// and s3:// uris. S3 objects
+are read through boto3 straight into memory (data.s3's endpoint, region and profile; a client per
+process, so DataLoader workers each make their own), checked against the sha256 the data
+manifest recorded, so a run trains on exactly the bytes the pipeline extracted and never on an
+object changed since; a small per-process cache keeps recent files. Every image is decoded the
+way the manifest and the extraction decoded it (spatialboost.data.decode: EXIF orientation
+applied), so a conversation's pixel coordinates name the pixels the encoder sees.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from spatialboost.data.decode import decode_image
+from spatialboost.data.records import BadImage, ImageLimits, formats_for_extensions
 from spatialboost.models.tokenizer import IGNORE_INDEX, IMAGE_TOKEN, build_sft_example
+
+if TYPE_CHECKING:
+    from spatialboost.config import S3Config
 
 ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
 
@@ -71,24 +87,122 @@ def to_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:
     return messages
 
 
+TRAINING_LIMITS = ImageLimits(
+    max_file_bytes=50_000_000, max_pixels=40_000_000, min_side_px=1,
+    formats=formats_for_extensions((".jpg", ".png", ".webp")),
+)  # fmt: skip
+"""Decoder limits when no data config is given (data.* defaults; any side is accepted here)."""
+
+DEFAULT_CACHE_BYTES = 64 << 20
+"""Per-process cache of raw image files, bytes: a few hundred SA-1B JPEGs (~0.5 MB each)."""
+
+
+class ImageFetcher:
+    """Image references -> (H, W, 3) uint8 RGB; an `ImageLoader`.
+
+    References: a path relative to `image_root`, an absolute path, a file:// uri, or an s3:// uri
+    (read with boto3 through `data.sources.s3_client(s3)`: credentials from the environment or
+    the AWS profile only; errors carry the S3 code and status, never request details).
+    expected_sha256: uri -> sha256 of the file's bytes (the data manifest's, `manifest_sha256`):
+    a file listed there whose bytes differ is an error; an s3:// uri missing from it is an error
+    too (S3 objects are not tracked by DVC: the manifest pins them). limits: the decoder's
+    (ImageLimits.from_config(cfg.data)). cache_bytes: an LRU of raw file bytes per process.
+
+    Picklable and fork-aware: the boto3 client (not fork-safe) is made on first use in each
+    process, and neither it nor the cache travels with a pickle.
+    """
+
+    def __init__(
+        self,
+        image_root: str | Path | None = None,
+        s3: S3Config | None = None,
+        limits: ImageLimits = TRAINING_LIMITS,
+        expected_sha256: Mapping[str, str] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.root = None if image_root is None else Path(image_root)
+        self.s3 = s3
+        self.limits = limits
+        self.expected = dict(expected_sha256) if expected_sha256 is not None else None
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached = 0  # bytes in the cache
+        self._client: Any = None
+        self._client_pid: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": OrderedDict(), "_cached": 0, "_client": None, "_client_pid": None}
+
+    def __call__(self, reference: str) -> np.ndarray:
+        return decode_image(self.read_bytes(reference), self.limits)
+
+    def uri(self, reference: str) -> str:
+        """The file:// or s3:// uri a reference names (relative paths resolved under image_root)."""
+        parsed = urlparse(reference)
+        if parsed.scheme in ("s3", "file"):
+            return reference
+        if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
+            raise ValueError(f"image {reference!r}: scheme {parsed.scheme}:// is not read (local files and s3:// are)")
+        path = Path(reference)
+        if not path.is_absolute() and self.root is not None:
+            path = self.root / path
+        return Path(os.path.abspath(path)).as_uri()
+
+    def read_bytes(self, reference: str) -> bytes:
+        """The file's bytes, from the cache or the source, checked against expected_sha256."""
+        uri = self.uri(reference)
+        data = self._cache.get(uri)
+        if data is not None:
+            self._cache.move_to_end(uri)
+            return data
+        want = None if self.expected is None else self.expected.get(uri)
+        if want is None and self.expected is not None and uri.startswith("s3://"):
+            raise ValueError(f"{uri}: not in the data manifest, so nothing pins its bytes")
+        data = self._fetch(uri)
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise ValueError(f"{uri}: its bytes changed since the data manifest recorded them (sha256 differs)")
+        if len(data) <= self.cache_bytes:
+            self._cache[uri] = data
+            self._cached += len(data)
+            while self._cached > self.cache_bytes:
+                self._cached -= len(self._cache.popitem(last=False)[1])
+        return data
+
+    def _fetch(self, uri: str) -> bytes:
+        if uri.startswith("s3://"):
+            from spatialboost.data.sources import get_s3_object, split_s3_uri
+
+            bucket, key = split_s3_uri(uri)
+            return get_s3_object(self.client, bucket, key, self.limits.max_file_bytes)
+        with open(Path(unquote(urlparse(uri).path)), "rb") as handle:
+            return handle.read(self.limits.max_file_bytes + 1)
+
+    @property
+    def client_pid(self) -> int | None:
+        """The process that made the current client (None before the first S3 read here)."""
+        return self._client_pid
+
+    @property
+    def client(self) -> Any:
+        """This process's boto3 S3 client (made again after a fork)."""
+        if self._client is None or self._client_pid != os.getpid():
+            from spatialboost.config import S3Config
+            from spatialboost.data.sources import s3_client
+
+            self._client, self._client_pid = s3_client(self.s3 or S3Config()), os.getpid()
+        return self._client
+
+
 def local_image_loader(image_root: str | Path | None) -> ImageLoader:
     """Reads a relative path under `image_root`, an absolute path or a file:// uri, as RGB."""
-    root = None if image_root is None else Path(image_root)
+    return ImageFetcher(image_root)
 
-    def load(reference: str) -> np.ndarray:
-        parsed = urlparse(reference)
-        if parsed.scheme == "file":
-            path = Path(unquote(parsed.path))
-        elif parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a plain (or Windows) path
-            path = Path(reference)
-            if not path.is_absolute() and root is not None:
-                path = root / path
-        else:
-            raise ValueError(f"image {reference!r}: only local files are read here; pass an image_loader for {parsed.scheme}://")
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
-    return load
+def manifest_sha256(path: str | Path) -> dict[str, str]:
+    """uri -> sha256 of every image of a data manifest (data.manifest): what ImageFetcher checks."""
+    from spatialboost.data.manifest import read_manifest
+
+    return {entry.uri: entry.sha256 for entry in read_manifest(path)}
 
 
 @dataclass
@@ -104,7 +218,8 @@ class ConversationDataset(Dataset):
     """LLaVA records as SFT examples (tokenised and preprocessed on access).
 
     preprocess: the encoder's own `ImagePreprocess` (uint8 images -> (B, 3, H, W) float32).
-    image_loader: how to read a record's "image"; default: local files under image_root.
+    image_loader: how to read a record's "image"; default: `ImageFetcher(image_root)` (local
+    files, and s3:// through boto3's default credentials and endpoint).
     cache_images: keep each preprocessed image in memory after its first use (small datasets).
     """
 
@@ -122,7 +237,7 @@ class ConversationDataset(Dataset):
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.max_length = max_length
-        self.load_image = image_loader or local_image_loader(image_root)
+        self.load_image = image_loader or ImageFetcher(image_root)
         self._cache: dict[str, torch.Tensor] | None = {} if cache_images else None
         self._lengths: list[int] | None = None
 
@@ -135,8 +250,11 @@ class ConversationDataset(Dataset):
         has_image = bool(record.get("image"))
         if not has_image and any(IMAGE_TOKEN in m["content"] for m in messages):
             raise ValueError(f"record {record.get('id')!r} has an {IMAGE_TOKEN} token but no image")
-        ids, labels = build_sft_example(messages, self.tokenizer, self.max_length, add_image=has_image)
-        pixels = self.pixels(record["image"]) if has_image else None
+        ids, labels = self._tokenise(record, messages, has_image)
+        try:
+            pixels = self.pixels(record["image"]) if has_image else None
+        except (OSError, BadImage, ValueError) as err:
+            raise ValueError(f"record {record.get('id')!r}: image {record['image']!r}: {err}") from err
         if pixels is not None and not (ids == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
             raise ValueError(f"record {record.get('id')!r}: the {IMAGE_TOKEN} token was cut by max_length {self.max_length}")
         return SFTExample(ids, labels, pixels)
@@ -144,11 +262,17 @@ class ConversationDataset(Dataset):
     def lengths(self) -> list[int]:
         """Token count of every example (tokenised once, without images; for length grouping)."""
         if self._lengths is None:
-            self._lengths = [
-                len(build_sft_example(to_messages(r), self.tokenizer, self.max_length, add_image=bool(r.get("image")))[0])
-                for r in self.records
-            ]
+            self._lengths = [len(self._tokenise(r, to_messages(r), bool(r.get("image")))[0]) for r in self.records]
         return self._lengths
+
+    def _tokenise(
+        self, record: Mapping[str, Any], messages: list[dict[str, str]], has_image: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """build_sft_example, with the record named in its errors (an empty conversation says so)."""
+        try:
+            return build_sft_example(messages, self.tokenizer, self.max_length, add_image=has_image)
+        except ValueError as err:
+            raise ValueError(f"record {record.get('id')!r}: {err}") from err
 
     def pixels(self, reference: str) -> torch.Tensor:
         """(1, 3, H, W) float32 of an image reference, through the encoder's preprocessing."""

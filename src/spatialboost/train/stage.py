@@ -20,12 +20,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from spatialboost.config import SpatialBoostConfig, TrainConfig
+from spatialboost.data.records import ImageLimits
 from spatialboost.evaluate.features import patch_grid
 from spatialboost.models.export import export_encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.train.adapters import has_lora, merge_lora, prepare_stage
-from spatialboost.train.data import ConversationDataset, load_conversations
+from spatialboost.train.data import ConversationDataset, ImageFetcher, load_conversations, manifest_sha256
 from spatialboost.train.depth_supervision import DepthDataset, DepthObjective, new_depth_head
 from spatialboost.train.distributed import barrier, init_distributed
 from spatialboost.train.loop import MetricsLogger, TrainResult, fit, resolve_precision, train
@@ -59,8 +60,8 @@ def run_train_stage(
     if train_cfg.objective == "depth":
         result = train_depth_control(vlm, records, train_cfg, tracker, progress, ctx.device)
     else:
-        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, image_root=train_cfg.image_root,
-                                      max_length=train_cfg.max_length)  # fmt: skip
+        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=train_cfg.max_length,
+                                      image_loader=training_images(cfg))  # fmt: skip
         result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
                        master_dtype=torch.float32)  # fmt: skip
     if ctx.is_main and not (ctx.distributed and train_cfg.strategy == "fsdp"):
@@ -121,6 +122,19 @@ def train_metrics(cfg: SpatialBoostConfig, result: TrainResult) -> dict:
         "resumed_from": result.resumed_from,
         "trainable": result.trainable,
     }
+
+
+def training_images(cfg: SpatialBoostConfig) -> ImageFetcher:
+    """The loader of the conversations' images: local files under train.image_root, and s3:// uris
+    read through boto3 with data.s3's endpoint, region and profile, every file checked against
+    the sha256 that data.manifest recorded (when there is one), decoded with data's limits."""
+    manifest = Path(cfg.data.manifest)
+    return ImageFetcher(
+        cfg.train.image_root,
+        s3=cfg.data.s3,
+        limits=ImageLimits.from_config(cfg.data),
+        expected_sha256=manifest_sha256(manifest) if manifest.is_file() else None,
+    )
 
 
 def split_conversations(records: list[dict], image_root: str | Path, split: str | None) -> list[dict]:
