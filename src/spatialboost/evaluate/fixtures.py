@@ -63,7 +63,7 @@ def write_nyu(root: Path, rng: np.random.Generator, n_train: int = 3, n_test: in
         lines = []
         for i in range(n):
             scene = f"{'kitchen_0028b' if split == 'train' else 'bathroom'}"
-            image, depth = _scene(rng, 480, 640, far_m=9.0)
+            image, depth = _scene(rng, 480, 640, far_m=8.0)
             mm = (depth * 1000).astype(np.uint16)
             mm[:20, :30] = 0  # missing depth stays missing
             _save(folder / scene / f"rgb_{i:05d}.jpg", image, quality=95)
