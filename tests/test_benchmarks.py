@@ -37,7 +37,9 @@ def _paper(overrides: list[str]) -> SpatialBoostConfig:
 
 
 def _spec(mapping: dict, name: str, **caps):
-    return _paper([f"evaluate.benchmarks.{name}={json.dumps({**mapping[name], **caps})}"]).evaluate.benchmarks.configured()[name]
+    return _paper(
+        [f"evaluate.benchmarks.{name}={json.dumps({**mapping[name], **caps})}"]
+    ).evaluate.benchmarks.configured()[name]
 
 
 # --- readers on the released layouts ---------------------------------------------------------------
@@ -97,9 +99,13 @@ def test_layout_errors_are_one_line_naming_the_key(mapping: dict, tmp_path: Path
     with pytest.raises(BenchmarkLayoutError, match=r"^evaluate\.benchmarks\.nyu\.path: no such folder .*nowhere$"):
         read_probe_benchmark("nyu", _spec({"nyu": {"path": str(tmp_path / "nowhere")}}, "nyu"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(BenchmarkLayoutError, match=r"evaluate\.benchmarks\.kitti\.path: .*data_depth_annotated not found"):
+    with pytest.raises(
+        BenchmarkLayoutError, match=r"evaluate\.benchmarks\.kitti\.path: .*data_depth_annotated not found"
+    ):
         read_probe_benchmark("kitti", _spec({"kitti": {"path": str(tmp_path / "empty")}}, "kitti"))
-    with pytest.raises(BenchmarkLayoutError, match=r"evaluate\.benchmarks\.voc\.path: .* not in the released layout") as err:
+    with pytest.raises(
+        BenchmarkLayoutError, match=r"evaluate\.benchmarks\.voc\.path: .* not in the released layout"
+    ) as err:
         read_probe_benchmark("voc", _spec({"voc": {"path": str(tmp_path / "empty")}}, "voc"))
     assert "\n" not in str(err.value)
     with pytest.raises(BenchmarkLayoutError, match=r"evaluate\.benchmarks\.blink\.path: no blink items"):
@@ -107,11 +113,20 @@ def test_layout_errors_are_one_line_naming_the_key(mapping: dict, tmp_path: Path
 
 
 def test_caps_are_seeded_and_recorded_so_a_capped_run_is_never_the_full_protocol(mapping: dict) -> None:
-    capped = {**mapping, "imagenet": {**mapping["imagenet"], "max_train_images": 5}, "blink": {**mapping["blink"], "max_items": 2}}
+    capped = {
+        **mapping,
+        "imagenet": {**mapping["imagenet"], "max_train_images": 5},
+        "blink": {**mapping["blink"], "max_items": 2},
+    }
     cfg = _paper([f"evaluate.benchmarks={json.dumps({k: capped[k] for k in ('imagenet', 'blink')})}"])
     resolved = resolve_benchmarks(cfg.evaluate.benchmarks)
     info = resolved.protocol["imagenet"]
-    assert (info["n_train"], info["available_train"], info["max_train_images"], info["full_protocol"]) == (5, 12, 5, False)
+    assert (info["n_train"], info["available_train"], info["max_train_images"], info["full_protocol"]) == (
+        5,
+        12,
+        5,
+        False,
+    )
     labels = {resolved.probes["imagenet"].train.label(i) for i in resolved.probes["imagenet"].train.ids}
     assert len(labels) > 1  # a seeded subset, not the first (class-sorted) ids
     assert resolved.protocol["blink"]["n_test"] == 2 and not resolved.protocol["blink"]["full_protocol"]
@@ -123,7 +138,9 @@ def test_benchmark_config_validates_with_clear_messages() -> None:
     cfg = _paper([])  # the paper profile: world.n_train 0, every benchmark configured
     assert cfg.world.n_train == 0 and len(cfg.evaluate.benchmarks.configured()) == 8
     assert cfg.tracking.champion_metric == "boosted.blink.relative_depth_acc.mean"
-    with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.nyu\.max_trian: unknown key \(allowed here: max_test_images"):
+    with pytest.raises(
+        ConfigError, match=r"evaluate\.benchmarks\.nyu\.max_trian: unknown key \(allowed here: max_test_images"
+    ):
         _paper(["evaluate.benchmarks.nyu={path: x, max_trian: 3}"])
     with pytest.raises(ConfigError, match=r"blink\.image_root: BLINK embeds its images"):
         _paper(["evaluate.benchmarks.blink={path: x, image_root: y}"])
@@ -215,7 +232,9 @@ def test_world_profile_without_scenes_or_benchmarks_says_what_to_set(tmp_path: P
     from spatialboost.evaluate.run import evaluate_pipeline
     from spatialboost.world import render_dataset
 
-    world = WorldConfig(root=str(tmp_path / "world"), n_train=0, n_test=1, width=32, height=32, objects_per_scene=(1, 2))
+    world = WorldConfig(
+        root=str(tmp_path / "world"), n_train=0, n_test=1, width=32, height=32, objects_per_scene=(1, 2)
+    )
     render_dataset(world, world.root, progress=False)
     cfg = SpatialBoostConfig.model_validate({"world": world.model_dump(), "data": {"uri": world.root}})
     with pytest.raises(ValueError, match="no evaluate.benchmarks path is set: nothing to probe"):
