@@ -34,6 +34,7 @@ the dense heads train on rows held in memory, so full-size dense probes need `ma
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 from collections.abc import Callable, Iterator, Sequence
@@ -185,19 +186,27 @@ _PROBE_READERS: dict[str, Callable[[Path], ProbeSplits]] = {
 }  # fmt: skip
 
 
+@contextlib.contextmanager
+def _released_layout(name: str, path: Path) -> Iterator[None]:
+    """Reader errors (a missing file, a bad value) as one BenchmarkLayoutError line naming the key."""
+    try:
+        yield
+    except BenchmarkLayoutError:
+        raise
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        message = str(err).replace("\n", " ")
+        raise BenchmarkLayoutError(
+            f"evaluate.benchmarks.{name}.path: {path} is not in the released layout: {message}"
+        ) from None
+
+
 def read_probe_benchmark(name: str, spec: ProbeBenchmarkConfig) -> ProbeSplits:
     """The benchmark's splits, or BenchmarkLayoutError naming `evaluate.benchmarks.<name>.path`."""
     path = Path(spec.path)
     if not path.is_dir():
         raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}.path: no such folder {path}")
-    try:
+    with _released_layout(name, path):
         return _PROBE_READERS[name](path)
-    except BenchmarkLayoutError:
-        raise
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise BenchmarkLayoutError(
-            f"evaluate.benchmarks.{name}.path: {path} is not in the released layout: {err}"
-        ) from None
 
 
 def read_vqa_benchmark(name: str, spec: VQABenchmarkConfig) -> list[VQAItem]:
@@ -205,18 +214,12 @@ def read_vqa_benchmark(name: str, spec: VQABenchmarkConfig) -> list[VQAItem]:
     path = Path(spec.path)
     if not path.exists():
         raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}.path: no such file or folder {path}")
-    try:
+    with _released_layout(name, path):
         if name == "blink":
             items = read_blink(path, "Relative_Depth", split="val")
         else:
             file = path / SPATIALRGPT_FILE if path.is_dir() else path
             items = read_spatialrgpt(_need(file, f"{name}.path", "the bench JSON"), spec.image_root or file.parent)
-    except BenchmarkLayoutError:
-        raise
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise BenchmarkLayoutError(
-            f"evaluate.benchmarks.{name}.path: {path} is not in the released layout: {err}"
-        ) from None
     if not items:
         raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}.path: no {name} items under {path}")
     return items
