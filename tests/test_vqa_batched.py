@@ -16,6 +16,7 @@ from spatialboost.evaluate.vqa import (
     vlm_batch_answer_fn,
 )
 from spatialboost.models.tokenizer import build_generation_prompt
+from spatialboost.runtime import torch_threads
 from tests.tiny_vlm import random_images, tiny_vlm, train_tiny_tokenizer
 
 QUESTIONS = [
@@ -26,6 +27,12 @@ QUESTIONS = [
     "What is at the point (12, 20)?",
     "Red cube?",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):  # a tiny model on 2 shared cores: one thread is several times faster
+        yield
 
 
 @pytest.fixture(scope="module")

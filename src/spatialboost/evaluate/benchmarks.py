@@ -479,9 +479,9 @@ def load_eval_model(cfg: SpatialBoostConfig, folder: str | Path) -> tuple[Any, A
     return vlm.to(device).eval(), tokenizer
 
 
-def release_model(vlm: Any) -> None:
-    """Free a model's memory before the next one loads (two 7B models do not fit comfortably)."""
-    del vlm
+def free_device_memory() -> None:
+    """Collect what the caller has just dropped (`del vlm`) and return cached GPU memory, before
+    the next model loads (two 7B models do not fit comfortably)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -514,8 +514,8 @@ def evaluate_model_on_benchmarks(
             probes[name] = classification_benchmark_probe(run, splits, options)
     answer = vlm_batch_answer_fn(vlm, tokenizer, ev.max_new_tokens)
     vqa = {name: run_vqa_batched(answer, items, ev.vqa_batch_size) for name, items in resolved.vqa.items()}
-    del run, answer
-    release_model(vlm)
+    del run, answer, vlm, tokenizer  # nothing returned refers to the model
+    free_device_memory()
     return BenchmarkOutcome(probes, vqa, family)
 
 

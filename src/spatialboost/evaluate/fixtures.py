@@ -41,7 +41,8 @@ def _scene(rng: np.random.Generator, height: int, width: int, far_m: float) -> t
     depth = np.broadcast_to(far_m * (1.0 - 0.85 * rows), (height, width)).astype(np.float32)
     depth = depth * (1 + 0.05 * rng.standard_normal((1, width)).astype(np.float32))
     shade = np.clip(255 * (1 - depth / (1.2 * far_m)), 0, 255)
-    image = np.stack([shade, shade * 0.8 + 20, 255 - shade], -1) + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
+    noise = rng.normal(0, 6, (height, width, 3)).astype(np.float32)
+    image = np.stack([shade, shade * 0.8 + 20, 255 - shade], -1) + noise
     return np.clip(image, 0, 255).astype(np.uint8), depth
 
 

@@ -89,7 +89,7 @@ class DenseProtocol:
     depth_range: tuple[float, float] | None = None  # (min, max) metres: valid = min < gt < max
     num_classes: int | None = None
     expected_test_images: int | None = None  # the full protocol's test split size
-    min_valid_fraction: float | None = None  # a patch trains with this share of labelled pixels; None = the probes' default
+    min_valid_fraction: float | None = None  # share of labelled pixels a training patch needs; None = probes' default
     notes: str = ""
 
 

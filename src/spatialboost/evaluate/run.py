@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.evaluate.benchmarks import evaluate_benchmarks, load_eval_model, release_model
+from spatialboost.evaluate.benchmarks import evaluate_benchmarks, free_device_memory, load_eval_model
 from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
 from spatialboost.evaluate.features import cached_features, encoder_fingerprint
 from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
@@ -80,8 +80,8 @@ def evaluate_model(
     answer = vlm_batch_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens)
     vqa = run_vqa_batched(answer, items, cfg.evaluate.vqa_batch_size)
     encoder = vlm.encoder
-    del answer
-    release_model(vlm)
+    del answer, vlm, tokenizer  # the language model goes; the encoder stays for the depth figure
+    free_device_memory()
     return RunOutcome(probes, vqa, encoder, fingerprint)
 
 
