@@ -566,9 +566,55 @@ class BootstrapConfig(_Section):
     instruct: BootstrapPhase = Field(default_factory=lambda: BootstrapPhase(epochs=3, lr=1e-3), description="LLaVA-1.5 phase 2: projector + LLM, non-spatial QA")
 
 
+class ProbeBenchmarkConfig(_Section):
+    """One linear-probe benchmark in its released layout (evaluate/benchmarks.py documents each)."""
+
+    path: str = Field(description="the benchmark's root folder in its released layout")
+    max_train_images: int | None = Field(None, ge=2, description="smoke runs: probe heads train on a seeded subset of this many images (None = the protocol's whole train split); recorded in the metrics")
+    max_test_images: int | None = Field(None, ge=1, description="smoke runs: score a seeded subset of this many test images (None = the whole test split); recorded in the metrics")
+
+
+class VQABenchmarkConfig(_Section):
+    """One spatial VQA benchmark in its released layout."""
+
+    path: str = Field(description="BLINK: the BLINK-Benchmark/BLINK snapshot, its Relative_Depth folder or a parquet file; SpatialRGPT: SpatialRGPT-Bench_v1.json or its folder")
+    image_root: str | None = Field(None, description="SpatialRGPT only: the folder image_info.file_path is relative to (omni3d/datasets); None = the JSON file's folder")
+    max_items: int | None = Field(None, ge=1, description="smoke runs: ask only a seeded subset of this many items (None = all); recorded in the metrics")
+
+
+class BenchmarksConfig(_Section):
+    """The paper's benchmarks (Tables 1 and 3), each under a named published protocol
+    (evaluate/protocols.py). null = not run. When any is set, evaluate runs these instead of the
+    world probes and demo benches, and needs no world scenes."""
+
+    nyu: ProbeBenchmarkConfig | None = Field(None, description="NYU Depth v2, BTS layout (sync/, official_splits/test/, nyudepthv2_*_files_with_gt.txt): Eigen split, Eigen crop, 10 m")
+    kitti: ProbeBenchmarkConfig | None = Field(None, description="KITTI raw + data_depth_annotated/ + eigen_*_files_with_gt.txt (BTS layout): Eigen split, Garg crop, 80 m")
+    ade20k: ProbeBenchmarkConfig | None = Field(None, description="ADEChallengeData2016 (or its parent): 150 classes, mIoU")
+    voc: ProbeBenchmarkConfig | None = Field(None, description="VOCdevkit/VOC2012 (or VOC2012): 21 classes, mIoU on val")
+    imagenet: ProbeBenchmarkConfig | None = Field(None, description="ImageNet-1K as class folders train/<wnid>/, val/<wnid>/: top-1")
+    cifar100: ProbeBenchmarkConfig | None = Field(None, description="cifar-100-python (the Python pickles) or its parent: top-1")
+    blink: VQABenchmarkConfig | None = Field(None, description="BLINK Relative_Depth, val split (HF parquet layout): accuracy")
+    spatialrgpt: VQABenchmarkConfig | None = Field(None, description="SpatialRGPT-Bench_v1.json + its images: qualitative / quantitative accuracy")
+    subset_seed: int = Field(0, ge=0, description="seed of the max_* subsets (the same subset for baseline and boosted)")
+    feature_batch_size: int = Field(32, ge=1, description="images (or sliding windows) per encoder forward while extracting features")
+    shard_images: int = Field(512, ge=1, description="images per feature-cache file: an interrupted extraction resumes at the first missing shard")
+
+    def configured(self) -> dict[str, ProbeBenchmarkConfig | VQABenchmarkConfig]:
+        """{name: config} of the benchmarks that are set, in the order above."""
+        names = ("nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    @model_validator(mode="after")
+    def _image_root_is_spatialrgpt_only(self) -> BenchmarksConfig:
+        if self.blink is not None and self.blink.image_root is not None:
+            raise ValueError("blink.image_root: BLINK embeds its images; image_root applies to spatialrgpt only")
+        return self
+
+
 class EvaluateConfig(_Section):
     """Baseline vs boosted: frozen-feature linear probes on the world, spatial VQA on the demo
-    benchmarks (BLINK Relative_Depth and SpatialRGPT-bench formats), a report."""
+    benchmarks (BLINK Relative_Depth and SpatialRGPT-bench formats), a report. With
+    `benchmarks` set: the paper's benchmarks under published protocols instead."""
 
     output: str = Field("reports/evaluate", description="report folder: report.md, metrics.png, depth_examples.png, vqa records")
     cache_dir: str = Field("data/features", description="frozen-feature cache, keyed by encoder fingerprint and split")
@@ -590,7 +636,9 @@ class EvaluateConfig(_Section):
     probe_threads: int | None = Field(1, ge=1, description="torch CPU threads while probe heads train; None = torch's default")
     max_vqa_items: int | None = Field(None, ge=1, description="cap per benchmark on the VQA items asked (None = all)")
     max_new_tokens: int = Field(32, ge=1, description="greedy tokens generated per VQA answer")
+    vqa_batch_size: int = Field(8, ge=1, description="questions per batched greedy generation (left-padded; answers equal one-at-a-time ones)")
     n_depth_examples: int = Field(4, ge=0, description="test images in the depth-probe figure (0 = no figure)")
+    benchmarks: BenchmarksConfig = Field(default_factory=BenchmarksConfig)
 
     @field_validator("learning_rates")
     @classmethod
@@ -714,6 +762,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
+        models = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:  # an optional section (`X | None`)
+            annotation = models[0]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:

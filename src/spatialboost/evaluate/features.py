@@ -147,21 +147,30 @@ def compute_features(
     ids: Sequence[str],
     load_image: Callable[[str], np.ndarray],
     batch_size: int = 32,
+    preprocess: ImagePreprocess | None = None,
+    pooled: bool = False,
 ) -> FeatureSet:
-    """Features of the images `load_image(id)` ((H, W, 3) uint8) in batches, under inference mode."""
+    """Features of the images `load_image(id)` ((H, W, 3) uint8) in batches, under inference mode.
+
+    preprocess: instead of the encoder's own (e.g. normalisation only, for sliding windows that
+    already have the encoder's input size). pooled: keep only the mean patch token, as a 1 x 1
+    grid (classification probes on ImageNet-sized sets: D floats per image instead of N x D).
+    """
     if not ids:
         raise ValueError("no image ids given")
+    preprocess = preprocess or encoder.preprocess
     patches, cls_tokens = [], []
     encoder.eval()
     with torch.inference_mode():
         for start in range(0, len(ids), batch_size):
             batch = [load_image(image_id) for image_id in ids[start : start + batch_size]]
-            out = encoder(encoder.preprocess(batch))
-            patches.append(out.patch_tokens.float().cpu().numpy())  # (b, N, D)
+            out = encoder(preprocess(batch))
+            tokens = out.patch_tokens.mean(1, keepdim=True) if pooled else out.patch_tokens
+            patches.append(tokens.float().cpu().numpy())  # (b, N, D); N = 1 when pooled
             if out.cls_token is not None:
                 cls_tokens.append(out.cls_token.float().cpu().numpy())
     tokens = np.concatenate(patches)
-    h, w = patch_grid(encoder.preprocess, tokens.shape[1])
+    h, w = (1, 1) if pooled else patch_grid(preprocess, tokens.shape[1])
     return FeatureSet(
         ids=tuple(ids),
         patch_tokens=tokens.reshape(len(ids), h, w, tokens.shape[-1]),
@@ -213,20 +222,26 @@ def cached_features(
     dataset: str,
     batch_size: int = 32,
     fingerprint: str | None = None,
+    preprocess: ImagePreprocess | None = None,
+    pooled: bool = False,
 ) -> FeatureSet:
     """`compute_features`, read from / written to `cache_dir` (no cache when it is None).
 
     dataset: a name for the image set ("nyu/test"), so equal ids of two datasets never collide.
     fingerprint: the encoder's identity; `encoder_fingerprint(encoder)` when None.
+    preprocess, pooled: as in `compute_features`; both are part of the cache key.
     """
     if cache_dir is None:
-        return compute_features(encoder, ids, load_image, batch_size)
+        return compute_features(encoder, ids, load_image, batch_size, preprocess, pooled)
     fingerprint = fingerprint or encoder_fingerprint(encoder)
-    path = Path(cache_dir) / f"{cache_key(fingerprint, dataset, ids)}.npz"
+    variant = dataset + ("|pooled" if pooled else "")
+    if preprocess is not None:
+        variant += "|preprocess=" + json.dumps(preprocess.to_dict(), sort_keys=True)
+    path = Path(cache_dir) / f"{cache_key(fingerprint, variant, ids)}.npz"
     if path.exists():
         features, stored = load_features(path)
         if stored == fingerprint and features.ids == tuple(ids):
             return features
-    features = compute_features(encoder, ids, load_image, batch_size)
+    features = compute_features(encoder, ids, load_image, batch_size, preprocess, pooled)
     save_features(path, features, fingerprint)
     return features

@@ -800,3 +800,20 @@ def _view_truth(
             raise ValueError(f"{name} sample {sample.id} has no {task} ground truth for the {task} probe")
         out.append(crop_to_view(truth, box, fill) if task in tasks else None)
     return out[0], out[1]
+
+
+def dense_probe(
+    task: str,
+    train: FeatureSet,
+    targets: PatchTargets,
+    options: ProbeOptions,
+    out_dim: int,
+    score: Callable[[FittedHead], dict[str, float]],
+    depth_range: tuple[float, float] | None = None,
+) -> ProbeResult:
+    """The dense probes' head grid, seeds and validation choice, scored by the caller's `score`.
+
+    For test protocols the per-image helpers above do not cover (evaluate/benchmarks.py: sliding
+    windows stitched back into whole images, published eval crops).
+    """
+    return _dense_probe(task, train, targets, options, out_dim, score, depth_range)

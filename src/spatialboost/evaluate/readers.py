@@ -28,7 +28,7 @@ ADE20K (SceneParsing): `ADEChallengeData2016/images/{training,validation}/*.jpg`
     Class names from objectInfo150.txt when present.
 Pascal VOC 2012: `JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png` (palette PNG: pixel value
     = class index, 0 = background, 255 = ignore), `ImageSets/Segmentation/{train,val}.txt`;
-    21 classes. `root` is VOC2012 or the VOCdevkit folder above it.
+    21 classes. `root` is VOC2012, the VOCdevkit folder above it, or the folder holding VOCdevkit.
 CIFAR-100: `cifar-100-python/{train,test,meta}`, Python pickles of dicts with bytes keys
     (b"data" (N, 3072) uint8 array, b"fine_labels", b"filenames"; meta b"fine_label_names").
     Read with `restricted_unpickle`, which refuses everything but plain containers and uint8 /
@@ -92,6 +92,7 @@ class SampleSet:
     depth_range: tuple[float, float] | None = None  # (min, max) metres of ground truth to score
     label_names: tuple[str, ...] | None = None  # names of the image labels when they differ from class_names
     load_image: Callable[[str], np.ndarray] | None = field(default=None, repr=False)
+    load_label: Callable[[str], int | None] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,12 +107,31 @@ class SampleSet:
         """(H, W, 3) uint8 of one id, without reading its ground truth when the reader can."""
         return self.load_image(image_id) if self.load_image else self.load(image_id).image
 
+    def label(self, image_id: str) -> int | None:
+        """The image label of one id, without decoding the image when the reader can."""
+        return self.load_label(image_id) if self.load_label else self.load(image_id).label
+
     def take(self, n: int) -> SampleSet:
         """The first n ids (quick runs)."""
+        return self.with_ids(self.ids[:n])
+
+    def with_ids(self, ids: Sequence[str]) -> SampleSet:
+        """The same benchmark split restricted to `ids` (each must be one of its ids)."""
+        unknown = set(ids) - set(self.ids)
+        if unknown:
+            raise KeyError(f"{self.name}/{self.split}: unknown ids {sorted(unknown)[:3]}")
         return SampleSet(
-            self.name, self.split, self.ids[:n], self.load, self.num_classes, self.class_names,
-            self.depth_range, self.load_image,
+            self.name, self.split, tuple(ids), self.load, self.num_classes, self.class_names,
+            self.depth_range, self.load_image, self.load_label,
         )  # fmt: skip
+
+    def subset(self, n: int | None, seed: int) -> SampleSet:
+        """A seeded random subset of n ids in their original order (all when n is None or >= len):
+        class-sorted splits (ImageNet folders) keep every class, unlike `take`."""
+        if n is None or n >= len(self.ids):
+            return self
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self.ids))[:n])
+        return self.with_ids([self.ids[i] for i in keep])
 
 
 # --- decoding helpers ----------------------------------------------------------------------------
@@ -264,8 +284,10 @@ def _ade20k_names(root: Path) -> tuple[str, ...] | None:
 def read_voc(root: str | Path, split: str) -> SampleSet:
     """Pascal VOC 2012 segmentation (21 classes incl. background; 255 -> IGNORE_INDEX)."""
     root = Path(root)
-    if (root / "VOC2012").is_dir():
-        root = root / "VOC2012"
+    for inner in ("VOCdevkit/VOC2012", "VOC2012"):  # the tar's VOCdevkit/VOC2012, or either folder
+        if (root / inner).is_dir():
+            root = root / inner
+            break
     ids = tuple(
         line.strip() for line in (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().splitlines()
     )
@@ -356,7 +378,7 @@ def read_cifar100(root: str | Path, split: str) -> SampleSet:
         i = index[image_id]
         return Sample(image_id, np.ascontiguousarray(images[i]), label=labels[i])
 
-    return SampleSet("cifar100", split, ids, load, len(names), names)
+    return SampleSet("cifar100", split, ids, load, len(names), names, load_label=lambda i: labels[index[i]])
 
 
 def read_image_folder(root: str | Path, split: str, name: str = "imagenet") -> SampleSet:
@@ -377,7 +399,7 @@ def read_image_folder(root: str | Path, split: str, name: str = "imagenet") -> S
         return Sample(image_id, read_rgb(path), label=label)
 
     return SampleSet(name, split, tuple(files), load, len(classes), tuple(classes),
-                     load_image=lambda i: read_rgb(files[i][0]))  # fmt: skip
+                     load_image=lambda i: read_rgb(files[i][0]), load_label=lambda i: files[i][1])  # fmt: skip
 
 
 # --- the procedural world (demo) -------------------------------------------------------------------

@@ -14,14 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from spatialboost.config import SpatialBoostConfig
+from spatialboost.evaluate.benchmarks import evaluate_benchmarks, free_device_memory, load_eval_model
 from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
 from spatialboost.evaluate.features import cached_features, encoder_fingerprint
 from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
 from spatialboost.evaluate.readers import SampleSet, read_world
 from spatialboost.evaluate.report import collect_metrics, depth_examples, metrics_json, write_report
-from spatialboost.evaluate.vqa import VQAItem, VQAResult, read_blink, read_spatialrgpt, run_vqa, vlm_answer_fn
+from spatialboost.evaluate.vqa import (
+    VQAItem,
+    VQAResult,
+    read_blink,
+    read_spatialrgpt,
+    run_vqa_batched,
+    vlm_batch_answer_fn,
+)
 from spatialboost.io import write_json_atomic
-from spatialboost.train.stage import load_initial_model
 
 RUNS = {"baseline": "init", "boosted": "output"}
 
@@ -63,15 +70,22 @@ def benchmark_items(paths: DemoBenchPaths, max_items: int | None) -> list[VQAIte
 def evaluate_model(
     cfg: SpatialBoostConfig, folder: Path, train: SampleSet, test: SampleSet, items: list[VQAItem]
 ) -> RunOutcome:
-    """Frozen-feature probes of the VLM's encoder, then its greedy answers to `items`."""
-    vlm, tokenizer = load_initial_model(folder)
-    vlm.eval()
+    """Frozen-feature probes of the VLM's encoder, then its batched greedy answers to `items`.
+
+    The VLM runs on cfg.device in the training precision; its language model is freed before
+    returning (the encoder stays for the depth figure).
+    """
+    vlm, tokenizer = load_eval_model(cfg, folder)
     fingerprint = encoder_fingerprint(vlm.encoder)
     probes = probe_encoder(vlm.encoder, train, test, cfg.evaluate.tasks, probe_options(cfg),
                            cfg.evaluate.cache_dir, fingerprint)  # fmt: skip
     floor = probes.pop("floor", None)
-    vqa = run_vqa(vlm_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens), items)
-    return RunOutcome(probes, floor, vqa, vlm.encoder, fingerprint)
+    answer = vlm_batch_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens)
+    vqa = run_vqa_batched(answer, items, cfg.evaluate.vqa_batch_size)
+    encoder = vlm.encoder
+    del answer, vlm, tokenizer  # the language model goes; the encoder stays for the depth figure
+    free_device_memory()
+    return RunOutcome(probes, floor, vqa, encoder, fingerprint)
 
 
 def _depth_figure(cfg: SpatialBoostConfig, test: SampleSet, outcomes: dict[str, RunOutcome]) -> list:
@@ -96,7 +110,14 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
     "report": path of report.md}.
     """
     ev = cfg.evaluate
+    if ev.benchmarks.configured():  # the paper's benchmarks: no world scenes needed
+        return evaluate_benchmarks(cfg, {run: model_folder(cfg, run) for run in RUNS}, probe_options(cfg))
     train, test = (read_world(cfg.world.root, split, label=ev.world_label) for split in ("train", ev.split))
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"evaluate: the world at {cfg.world.root} has {len(train)} train and {len(test)} {ev.split} scenes "
+            "and no evaluate.benchmarks path is set: nothing to probe (set world.n_train / n_test or evaluate.benchmarks)"
+        )
     paths = write_demo_benches(cfg.world.root, ev.bench_dir, ev.split, DemoBenchOptions(seed=cfg.seed))
     items = benchmark_items(paths, ev.max_vqa_items)
     outcomes = {run: evaluate_model(cfg, model_folder(cfg, run), train, test, items) for run in RUNS}

@@ -419,6 +419,7 @@ class VQAResult:
             groups[r["group"]].append(r["correct"])
             if r["benchmark"] == SPATIALRGPT:
                 groups[r["qa_type"]].append(r["correct"])
+                groups[SPATIALRGPT].append(r["correct"])  # all items, as vqa_metrics' spatialrgpt_acc
         return {f"{g}_acc": bootstrap_summary(flags, n_boot, seed) for g, flags in sorted(groups.items())}
 
 
@@ -434,18 +435,40 @@ def draw_regions(image: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndar
     return np.array(pil)
 
 
+BatchAnswerFn = Callable[[Sequence[np.ndarray], Sequence[str]], list[str]]
+"""(images, questions) -> one free-text answer per question, in order."""
+
+
 def run_vqa(answer_fn: AnswerFn, items: Iterable[VQAItem], mark_regions: str | bool = "auto") -> VQAResult:
     """Ask `answer_fn(image, question)` every item and score the answers.
 
     mark_regions: draw the item's boxes labelled "Region [k]" on the image: True, False, or
     "auto" (when the question names a "Region [k]", as SpatialRGPT-bench's text_q does).
     """
+
+    def one_at_a_time(images: Sequence[np.ndarray], questions: Sequence[str]) -> list[str]:
+        return [answer_fn(image, question) for image, question in zip(images, questions, strict=True)]
+
+    return run_vqa_batched(one_at_a_time, items, 1, mark_regions)
+
+
+def run_vqa_batched(
+    answer_batch: BatchAnswerFn, items: Iterable[VQAItem], batch_size: int = 8, mark_regions: str | bool = "auto"
+) -> VQAResult:
+    """`run_vqa` asking `batch_size` items per call of `answer_batch(images, questions)`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = list(items)
+    predictions: list[str] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        images = [_shown_image(item, mark_regions) for item in batch]
+        answers = answer_batch(images, [item.question for item in batch])
+        if len(answers) != len(batch):
+            raise ValueError(f"the answerer returned {len(answers)} answers for {len(batch)} questions")
+        predictions.extend(answers)
     scores, records = [], []
-    for item in items:
-        image = item.image()
-        draw = bool(item.boxes) and (mark_regions is True or (mark_regions == "auto" and _REGION.search(item.question)))
-        prediction = answer_fn(draw_regions(image, item.boxes) if draw else image, item.question)
+    for item, prediction in zip(items, predictions, strict=True):
         score = score_item(item, prediction)
         scores.append(score)
         records.append({
@@ -456,19 +479,47 @@ def run_vqa(answer_fn: AnswerFn, items: Iterable[VQAItem], mark_regions: str | b
     return VQAResult(vqa_metrics(items, scores), tuple(records))
 
 
+def _shown_image(item: VQAItem, mark_regions: str | bool) -> np.ndarray:
+    image = item.image()
+    draw = bool(item.boxes) and (mark_regions is True or (mark_regions == "auto" and _REGION.search(item.question)))
+    return draw_regions(image, item.boxes) if draw else image
+
+
 def vlm_answer_fn(vlm: Any, tokenizer: Any, max_new_tokens: int = 64) -> AnswerFn:
     """Greedy answers of a SpatialVLM: the question as one LLaVA user turn with the image."""
+    batch = vlm_batch_answer_fn(vlm, tokenizer, max_new_tokens)
+
+    def answer(image: np.ndarray, question: str) -> str:
+        return batch([image], [question])[0]
+
+    return answer
+
+
+def vlm_batch_answer_fn(vlm: Any, tokenizer: Any, max_new_tokens: int = 64) -> BatchAnswerFn:
+    """Batched greedy answers of a SpatialVLM: prompts left-padded into one batch.
+
+    Left padding with an attention mask (SpatialVLM.generate re-pads the expanded sequences on
+    the left), so every row's answer is the one it gets alone (tests/test_vqa_batched.py).
+    """
     import torch
 
     from spatialboost.models.tokenizer import build_generation_prompt
 
-    def answer(image: np.ndarray, question: str) -> str:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def answer(images: Sequence[np.ndarray], questions: Sequence[str]) -> list[str]:
         device = next(vlm.parameters()).device
-        ids = build_generation_prompt([{"role": "user", "content": question}], tokenizer)[None].to(device)
-        pixels = vlm.encoder.preprocess([image])
+        rows = [build_generation_prompt([{"role": "user", "content": q}], tokenizer) for q in questions]
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, length - len(row) :], mask[i, length - len(row) :] = row, 1
+        pixels = vlm.encoder.preprocess(list(images))
         with torch.inference_mode():
-            new_tokens = vlm.generate(ids, pixel_values=pixels, max_new_tokens=max_new_tokens)
-        return tokenizer.decode(new_tokens[0], skip_special_tokens=True).strip()
+            new_tokens = vlm.generate(ids.to(device), pixel_values=pixels, attention_mask=mask.to(device),
+                                      max_new_tokens=max_new_tokens)  # fmt: skip
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
     return answer
 
@@ -491,11 +542,13 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     return list(data)
 
 
-def read_blink(path: str | Path, sub_task: str = "Relative_Depth") -> list[VQAItem]:
-    """BLINK rows of `sub_task` from a parquet / JSON / JSONL file (or a folder of them).
+def read_blink(path: str | Path, sub_task: str = "Relative_Depth", split: str | None = None) -> list[VQAItem]:
+    """BLINK rows of `sub_task` from a parquet / JSON / JSONL file (or a folder of them, e.g. a
+    snapshot of BLINK-Benchmark/BLINK: `<sub_task>/val-00000-of-00001.parquet`).
 
     The model is asked `prompt` (question + choices) when present, else question + the choices
-    as "(A) ..." lines. Rows whose answer is "hidden" (the test split) are skipped.
+    as "(A) ..." lines. Rows whose answer is "hidden" (the test split) are skipped; with `split`
+    ("val") only rows whose idx is "<split>_..." ("val_Relative_Depth_1") are read.
     """
     path = Path(path)
     files = (
@@ -505,6 +558,8 @@ def read_blink(path: str | Path, sub_task: str = "Relative_Depth") -> list[VQAIt
     for file in files:
         for row in _rows(file):
             if row.get("sub_task", sub_task) != sub_task or str(row.get("answer", "")).lower() == "hidden":
+                continue
+            if split is not None and not str(row["idx"]).startswith(f"{split}_"):
                 continue
             image_bytes, image_path = _blink_image(row.get("image_1"), file.parent)
             question = row.get("prompt") or _with_choices(row["question"], row.get("choices") or [])
