@@ -555,3 +555,63 @@ def test_single_turn_order_writes_one_conversation_per_turn(world, tmp_path: Pat
     quarantined = {json.loads(line)["id"] for line in shard_paths(cfg.output, 0)["quarantine"].open()}
     assert {r["id"].rsplit("-t", 1)[0] for r in llava} == {r.image_id for r in records} - quarantined
     shutil.rmtree(cfg.output)
+
+
+# --- points named by drawn marks ------------------------------------------------------------------
+
+
+def test_marks_name_points_by_label_and_mean_the_same_as_coordinates(world, depths) -> None:
+    from spatialboost.data.marks import MARK_COLOURS, draw_marks, marks_of
+    from spatialboost.qa.formats import llava_record
+
+    _, _, records = world
+    n_pixel = 0
+    for record in records:
+        depth = depths[record.image_id]
+        plain = synthesize_conversation(record, _cfg(), depth=depth)
+        marked = synthesize_conversation(record, _cfg(point_refs="marks"), depth=depth)
+        assert [t.value for t in marked.turns] == [t.value for t in plain.turns]  # same claims, other words
+        assert [t.points for t in marked.turns] == [t.points for t in plain.turns]
+        labels = {(m["x"], m["y"]): m["label"] for m in marked.marks}
+        assert [m["label"] for m in marked.marks] == list("ABCDEFGH"[: len(labels)])  # in order of first mention
+        for plain_turn, turn in zip(plain.turns, marked.turns, strict=True):
+            if turn.level != "pixel":
+                continue
+            n_pixel += 1
+            for x, y in turn.points[: 1 if turn.qtype == "point_depth" else 2]:
+                assert f"point {labels[(x, y)]}" in turn.question.lower() or f"{labels[(x, y)]}" in turn.question
+                assert f"({x}, {y})" in plain_turn.question and f"({x}, {y})" not in turn.question
+            if turn.qtype == "point_closer" and turn.answer_type == "choice":
+                closer = turn.points[0] if turn.value == "A" else turn.points[1]  # typed value: probe order
+                assert f"point {labels[closer]} is closer" in turn.answer.replace("Point", "point")
+        for _, turns in ordered(marked, "single_turn", 0):  # a lone turn draws only its own marks
+            assert {(m["x"], m["y"]) for m in marked.marks_of(turns)} <= {tuple(p) for t in turns for p in t.points}
+        llava = llava_record(record.image_id, "rgb/x.png", marked.turns, marked.marks_of(marked.turns))
+        assert marks_of(llava["marks"]) and "marks" not in llava_record(record.image_id, "x", plain.turns)
+    assert n_pixel > 0
+    image = np.zeros((128, 128, 3), np.uint8)
+    drawn = draw_marks(image, marks_of([{"label": "A", "x": 40, "y": 60}, {"label": "B", "x": 90, "y": 30}]))
+    colours = {tuple(c) for c in drawn.reshape(-1, 3)}
+    assert MARK_COLOURS["A"] in colours and MARK_COLOURS["B"] in colours and (image == 0).all()
+    assert (drawn[60, 40] == 0).all()  # the ring leaves the marked pixel itself visible
+
+
+def test_marks_survive_parquet_and_are_drawn_before_the_encoder_reads_the_image(tmp_path: Path) -> None:
+    from spatialboost.qa.formats import write_parquet
+    from spatialboost.train.data import ConversationDataset, load_conversations
+    from tests.tiny_vlm import tiny_encoder, train_tiny_tokenizer
+
+    turns = [{"from": "human", "value": "<image>\nWhat is the depth at point A?"}, {"from": "gpt", "value": "2.0 m."}]
+    records = [
+        {"id": "m", "image": "img", "conversations": turns, "marks": [{"label": "A", "x": 20, "y": 12}]},
+        {"id": "p", "image": "img", "conversations": turns},
+    ]
+    sidecar = [{"image_id": r["id"], "order": "forward", "turns": [{}]} for r in records]
+    write_parquet(tmp_path / "c.parquet", records, sidecar)
+    loaded = load_conversations(tmp_path / "c.parquet")
+    assert loaded[0]["marks"] == [{"label": "A", "x": 20, "y": 12}] and "marks" not in loaded[1]
+    image = np.full((32, 32, 3), 90, np.uint8)
+    encoder = tiny_encoder("dinov2", seed=0)
+    dataset = ConversationDataset(loaded, train_tiny_tokenizer(tmp_path / "tok"), encoder.preprocess, image_loader=lambda _: image)
+    marked, plain = dataset[0].pixel_values, dataset[1].pixel_values
+    assert not np.allclose(marked.numpy(), plain.numpy())

@@ -274,6 +274,11 @@ class SynthesizeConfig(_Section):
     shard_size: int = Field(256, ge=1, description="scenes per shard (the unit of resume and fan-out)")
     n_turns: int = Field(10, ge=1, description="spatial turns per conversation (the paper: 10)")
     mix: TurnMix = Field(default_factory=TurnMix)
+    point_refs: Literal["coordinates", "marks"] = Field(
+        "coordinates",
+        description="how pixel-level turns name a point: pixel coordinates in the text, or a labelled mark drawn "
+        "on the image (data/marks.py; BLINK's look): a small LLM finds a mark, not a coordinate",
+    )
     order: Literal["forward", "reversed", "shuffled", "single_turn"] = Field(
         "forward", description="turn order: forward (pixel -> object -> scene), or an ablation"
     )

@@ -8,7 +8,9 @@ readers and scorers the real benchmarks use. Answers come from the world's exact
 
 BLINK-style: two points on different surfaces (objects or the ground) whose true depths differ by
 more than `min_depth_ratio`, circled and labelled "A" / "B" on the image; "(A)" and "(B)" are
-balanced (a shuffled half / half assignment).
+balanced (a shuffled half / half assignment). The marks are those of data/marks.py: BLINK's red
+circles with their letter, but each label in its own colour (a 6-pixel letter is unreadable at the
+demo's 64-pixel encoder input; a colour is not).
 SpatialRGPT-style: questions about uniquely named objects ("the red cube"), categories taken in
 turn: predicates (yes / no, balanced) and choices for left/right, above/below, behind/front,
 tall/short, big/small, wide/thin; quantities (metres, 2 decimals) for centre distance, width,
@@ -31,9 +33,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy import ndimage
 
+from spatialboost.data.marks import Mark, draw_marks
 from spatialboost.data.rgbd import RGBDDataset, RGBDSample
 from spatialboost.io import write_atomic, write_bytes_atomic, write_json_atomic
 
@@ -89,18 +92,9 @@ class BlinkTruth:
 
 
 def draw_point_markers(image: np.ndarray, points: Sequence[tuple[int, int]], labels: Sequence[str]) -> np.ndarray:
-    """Red circles around (x, y) points, each with its label in a red box beside it (BLINK's look)."""
-    pil = Image.fromarray(image)
-    draw = ImageDraw.Draw(pil)
-    radius = max(3, round(min(pil.size) / 32))
-    for (x, y), label in zip(points, labels, strict=True):
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(255, 0, 0), width=max(1, radius // 3))
-        left, top, right, bottom = draw.textbbox((0, 0), label)
-        tx = x + radius + 1 if x + radius + 2 + right < pil.width else x - radius - 2 - right
-        ty = min(max(0, y - radius - bottom), pil.height - bottom - 1)
-        draw.rectangle((tx - 1, ty + top - 1, tx + right + 1, ty + bottom + 1), fill=(255, 0, 0))
-        draw.text((tx, ty), label, fill=(255, 255, 255))
-    return np.array(pil)
+    """Circles around (x, y) points, each with its label in a box beside it (BLINK's look), in
+    the colours of data/marks.py: the same marks the training conversations draw."""
+    return draw_marks(image, [Mark(label, x, y) for (x, y), label in zip(points, labels, strict=True)])
 
 
 def _surfaces(sample: RGBDSample, min_pixels: int) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from spatialboost.qa.facts import ObjectFacts, SceneFacts
 from spatialboost.qa.phrasing import (
     ASKED_TO,
     BOX_FRAME_NOTE,
+    MARKED_QUESTIONS,
     QUESTIONS,
     NumberFormat,
     capitalize,
@@ -75,10 +76,14 @@ def turn_evidence(objects: list[ObjectFacts]) -> dict[str, Any]:
 class TurnWriter:
     """Writes the turns of one conversation, in forward order (see the module docstring)."""
 
-    def __init__(self, facts: SceneFacts, fmt: NumberFormat, draws: Draws) -> None:
+    def __init__(self, facts: SceneFacts, fmt: NumberFormat, draws: Draws, point_refs: str = "coordinates") -> None:
+        if point_refs not in ("coordinates", "marks"):
+            raise ValueError(f"point_refs must be 'coordinates' or 'marks', got {point_refs!r}")
         self.facts = facts
         self.fmt = fmt
         self.draws = draws
+        self.point_refs = point_refs
+        self.marks: dict[Point, str] = {}  # point -> its mark label, in order of first mention (marks only)
         self.said: dict[tuple, Said] = {}
         self.depths_on: dict[int, list[tuple[int, int]]] = {}  # object id -> probed points said
         self.n_written = 0
@@ -120,7 +125,24 @@ class TurnWriter:
         return turn
 
     def _template(self, question: Question) -> str:
-        return self.draws.choice(QUESTIONS[question.qtype][question.answer_type])
+        table = MARKED_QUESTIONS if self.point_refs == "marks" and question.qtype in MARKED_QUESTIONS else QUESTIONS
+        return self.draws.choice(table[question.qtype][question.answer_type])
+
+    def _label(self, x: int, y: int) -> str:
+        """The mark label of a point, given at its first mention (A, B, ...)."""
+        if (x, y) not in self.marks:
+            if len(self.marks) == len(LETTERS):
+                raise ValueError(f"a conversation can mark at most {len(LETTERS)} points")
+            self.marks[(x, y)] = LETTERS[len(self.marks)]
+        return self.marks[(x, y)]
+
+    def _at(self, x: int, y: int) -> str:
+        """How the text names a point after "at": "(x, y)", or "point A" when points are marks."""
+        return f"point {self._label(x, y)}" if self.point_refs == "marks" else f"({x}, {y})"
+
+    def _the_point(self, x: int, y: int) -> str:
+        """The point as a noun phrase: "the point (x, y)", or "point A"."""
+        return f"point {self._label(x, y)}" if self.point_refs == "marks" else f"the point ({x}, {y})"
 
     def _remember(self, key: tuple, value_m: float) -> Said:
         said = Said(self.n_written, self.fmt.rounded(value_m), self.fmt.length(value_m))
@@ -133,30 +155,38 @@ class TurnWriter:
         p = q.probes[0]
         said = self._remember(("depth", p.x, p.y), p.depth_m)
         self.depths_on.setdefault(p.object_id, []).append((p.x, p.y))
-        question = self._template(q).format(x=p.x, y=p.y)
+        label = self._label(p.x, p.y) if self.point_refs == "marks" else None
+        question = self._template(q).format(x=p.x, y=p.y, p=label)
         if self.draws.flip():
             return _Text(
                 question,
-                f"The point ({p.x}, {p.y}) lies on {self._objects[p.object_id].name}; its depth is {said.text}.",
+                f"{capitalize(self._the_point(p.x, p.y))} lies on {self._objects[p.object_id].name}; its depth is {said.text}.",
             )
-        return _Text(question, f"The depth at ({p.x}, {p.y}) is {said.text}.")
+        return _Text(question, f"The depth at {self._at(p.x, p.y)} is {said.text}.")
 
     def _point_closer(self, q: Question) -> _Text:
         a, b = q.probes
         asked_to = ASKED_TO.get(q.asked or "", "")
-        question = self._template(q).format(ax=a.x, ay=a.y, bx=b.x, by=b.y, asked=q.asked, asked_to=asked_to)
         a_closer = a.depth_m < b.depth_m
-        if q.answer_type == "choice":
-            name_a, name_b = "point A", "point B"
+        if self.point_refs == "marks":  # options listed in label order; the answer names the closer mark
+            la, lb = self._label(a.x, a.y), self._label(b.x, b.y)
+            first, second = sorted((la, lb)) if q.answer_type == "choice" else (la, lb)
+            question = self._template(q).format(a=first, b=second, asked=q.asked, asked_to=asked_to)
+            name_a, name_b, letters = f"point {la}", f"point {lb}", (la, lb)
         else:
-            name_a, name_b = f"the point ({a.x}, {a.y})", f"the point ({b.x}, {b.y})"
+            question = self._template(q).format(ax=a.x, ay=a.y, bx=b.x, by=b.y, asked=q.asked, asked_to=asked_to)
+            letters = ("A", "B")
+            if q.answer_type == "choice":
+                name_a, name_b = "point A", "point B"
+            else:
+                name_a, name_b = f"the point ({a.x}, {a.y})", f"the point ({b.x}, {b.y})"
         said_a, said_b = self.said.get(("depth", a.x, a.y)), self.said.get(("depth", b.x, b.y))
         reason, rationale = "", []
         if said_a and said_b and said_a.value != said_b.value and (said_a.value < said_b.value) == a_closer:
             reason = f"{name_a} is {said_a.text} deep and {name_b} {said_b.text}, so "
             rationale = [said_a.index, said_b.index]
         if q.answer_type == "choice":
-            winner = "A" if a_closer else "B"
+            winner = letters[0] if a_closer else letters[1]
             answer = f"{reason}point {winner} is closer." if reason else f"Point {winner} is closer to the camera."
         else:
             verdict = "yes" if q.value else "no"
@@ -174,7 +204,7 @@ class TurnWriter:
             depth = self.said[("depth", x, y)]
             if depth.value < said.value:
                 answer = (
-                    f"The point ({x}, {y}) on {obj.name} is {depth.text} deep; "
+                    f"{capitalize(self._the_point(x, y))} on {obj.name} is {depth.text} deep; "
                     f"the centre of {obj.name} is farther, {said.text} away."
                 )
                 return _Text(question, capitalize(answer), [depth.index], [(x, y)])

@@ -65,6 +65,12 @@ class Conversation:
     levels: dict[str, int]
     skipped: dict[str, int] = field(default_factory=dict)
     objects: tuple[dict[str, Any], ...] = ()
+    marks: tuple[dict[str, Any], ...] = ()  # ({label, x, y}, ...): points drawn on the image (point_refs = marks)
+
+    def marks_of(self, turns: tuple[Turn, ...] | list[Turn]) -> list[dict[str, Any]]:
+        """The marks the given turns refer to, in label order (what to draw for them)."""
+        points = {tuple(p) for turn in turns for p in turn.points}
+        return [m for m in self.marks if (m["x"], m["y"]) in points]
 
     @property
     def spatial_turns(self) -> tuple[Turn, ...]:
@@ -109,14 +115,15 @@ def synthesize_conversation(
         probes = pixel_probes(depth, record, streams["probes"], per_object_probes, cfg.min_confidence, masks)
     questions, levels, skipped = plan_questions(facts, probes or (), cfg, tol, streams["plan"])
     unit = streams["words"].choice(cfg.units)
-    writer = TurnWriter(facts, NumberFormat(unit, cfg.decimals), streams["words"])
+    writer = TurnWriter(facts, NumberFormat(unit, cfg.decimals), streams["words"], cfg.point_refs)
     turns = [writer.write(q) for q in questions]
     turns += [writer.caption(kind) for kind in CAPTION_KINDS[: cfg.caption_turns]]
     objects = tuple(
         {"object_id": o.object_id, "label": o.label, "colour": o.colour, "name": o.name, "bbox": list(o.bbox)}
         for o in facts.objects
     )
-    return Conversation(record.image_id, record.image_uri, unit, tuple(turns), levels, skipped, objects)
+    marks = tuple({"label": label, "x": x, "y": y} for (x, y), label in writer.marks.items())
+    return Conversation(record.image_id, record.image_uri, unit, tuple(turns), levels, skipped, objects, marks)
 
 
 def plan_questions(

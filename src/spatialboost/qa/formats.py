@@ -7,8 +7,10 @@ LLaVA record (one per conversation; a shard's file is a JSON list of them):
                        {"from": "gpt", "value": "The depth at (40, 61) is 2.1 m."}, ...]}
 
 `image` is the image's path relative to the dataset root when it lies under it, else its uri.
-The parquet has the same three columns (conversations: list<struct<from, value>>) plus
-image_id, order and n_turns, so `datasets.Dataset.from_parquet(path)` reads it as is.
+With drawn point marks (synthesize.point_refs = marks) a record also has "marks": [{"label", "x",
+"y"}], the points to draw on the image (data/marks.py) before the model reads it.
+The parquet has the same columns (conversations: list<struct<from, value>>, marks: null without
+marks) plus image_id, order and n_turns, so `datasets.Dataset.from_parquet(path)` reads it as is.
 
 Sidecar: one JSON line per conversation, {"schema_version", "id", "image_id", "image",
 "order", "unit", "levels", "skipped", "objects", "turns": [Turn.to_dict(), ...]}: turns in the
@@ -46,6 +48,7 @@ PARQUET_SCHEMA = pa.schema(
         ("image_id", pa.string()),
         ("order", pa.string()),
         ("n_turns", pa.int32()),
+        ("marks", pa.list_(pa.struct([("label", pa.string()), ("x", pa.int32()), ("y", pa.int32())]))),
     ]
 )
 
@@ -65,14 +68,20 @@ def image_reference(uri: str, image_root: str | os.PathLike[str] | None) -> str:
         return uri
 
 
-def llava_record(conv_id: str, image: str, turns: Sequence[Turn]) -> dict[str, Any]:
-    """One LLaVA conversation: human/gpt messages alternating, the image token first."""
+def llava_record(
+    conv_id: str, image: str, turns: Sequence[Turn], marks: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """One LLaVA conversation: human/gpt messages alternating, the image token first; "marks"
+    ([{label, x, y}], only when there are any): points to draw on the image before it is read."""
     messages = []
     for i, turn in enumerate(turns):
         question = IMAGE_TOKEN + turn.question if i == 0 else turn.question
         messages.append({"from": "human", "value": question})
         messages.append({"from": "gpt", "value": turn.answer})
-    return {"id": conv_id, "image": image, "conversations": messages}
+    record: dict[str, Any] = {"id": conv_id, "image": image, "conversations": messages}
+    if marks:
+        record["marks"] = [dict(m) for m in marks]
+    return record
 
 
 def sidecar_record(
@@ -89,6 +98,7 @@ def sidecar_record(
         "levels": conversation.levels,
         "skipped": conversation.skipped,
         "objects": list(conversation.objects),
+        "marks": conversation.marks_of(turns),
         "turns": [turn.to_dict() for turn in turns],
     }
 
@@ -105,7 +115,7 @@ def write_parquet(path: str | os.PathLike[str], records: list[dict[str, Any]], s
     """The LLaVA records as parquet (PARQUET_SCHEMA); sidecar gives image_id, order and n_turns."""
     table = pa.Table.from_pylist(
         [
-            {**r, "image_id": s["image_id"], "order": s["order"], "n_turns": len(s["turns"])}
+            {"marks": None, **r, "image_id": s["image_id"], "order": s["order"], "n_turns": len(s["turns"])}
             for r, s in zip(records, sidecar, strict=True)
         ],
         schema=PARQUET_SCHEMA,

@@ -5,7 +5,8 @@
     QUESTIONS["left_right"]["choice"]   # >= 3 templates, one picked per question (qa.draws)
 
 Templates are `str.format` strings with named fields: {a}, {b} (object names), {x}, {y}
-(a point), {ax}, {ay}, {bx}, {by} (points A and B), {asked} (the relation a yes/no question
+(a point), {ax}, {ay}, {bx}, {by} (points A and B); with drawn marks (MARKED_QUESTIONS) {p}, {a}, {b}
+are mark labels, {asked} (the relation a yes/no question
 names; {asked_to}: "closer to" / "farther from"), {first}, {second} (the two options of a
 choice), {options} / {options_and} (the listed objects, joined by "or" / "and"), {anchor}. Answers are built in
 conversation.py from the sentence fragments here.
@@ -208,6 +209,31 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
 }
+
+MARKED_QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "point_depth": {
+        "number": (
+            "What is the depth at point {p}?",
+            "How deep is the surface at the marked point {p}?",
+            "Estimate the depth of point {p} in the image.",
+            "How far from the camera plane is point {p}?",
+        ),
+    },
+    "point_closer": {
+        "choice": (
+            "Which point is closer to the camera, {a} or {b}?",
+            "Which is nearer to the camera: point {a} or point {b}?",
+            "Of the marked points {a} and {b}, which one is closer to the camera?",
+        ),
+        "bool": (
+            "Is point {a} {asked_to} the camera than point {b}?",
+            "Is point {a} {asked} than point {b}?",
+            "Compared with point {b}, is point {a} {asked_to} the camera?",
+        ),
+    },
+}
+"""The pixel-level templates when points are drawn marks (synthesize.point_refs = marks): {p},
+{a}, {b} are mark labels ("A", "B")."""
 """Question templates per question type and answer type (>= 3 each)."""
 
 ASKED_TO = {"closer": "closer to", "farther": "farther from"}

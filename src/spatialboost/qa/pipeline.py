@@ -256,7 +256,7 @@ def synthesize_shard(
             continue
         image = image_reference(record.image_uri, image_root)
         for conv_id, turns in ordered(conversation, cfg.order, cfg.seed):
-            llava.append(llava_record(conv_id, image, turns))
+            llava.append(llava_record(conv_id, image, turns, conversation.marks_of(turns)))
             sidecar.append(sidecar_record(conv_id, image, cfg.order, conversation, turns))
     depth_maps.close()
     Path(cfg.output).mkdir(parents=True, exist_ok=True)

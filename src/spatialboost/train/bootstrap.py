@@ -50,6 +50,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from spatialboost.config import BootstrapPhase, SpatialBoostConfig, TrainConfig
 from spatialboost.data import RGBDDataset
+from spatialboost.data.marks import Mark, draw_marks, marks_of
 from spatialboost.data.rgbd import RGBDSample
 from spatialboost.io import write_json_atomic
 from spatialboost.models.encoders import Dinov2Encoder, VisionEncoder
@@ -79,6 +80,9 @@ from spatialboost.train.data import ConversationDataset
 from spatialboost.train.loop import MetricsLogger, TrainResult, train
 from spatialboost.train.spatial_text import rendered_sample, spatial_text_records
 from spatialboost.world.dataset import render_image
+
+HeldOut = tuple[str, str, str, str, tuple[Mark, ...]]
+"""A held-out question: (image ref, question, answer, kind, marks drawn on the image)."""
 
 EXTRA_SPLIT = "bootstrap"
 SPATIAL_TEXT_SPLIT = "bootstrap-text"
@@ -189,11 +193,12 @@ def conversation_records(cfg: SpatialBoostConfig, images: WorldImages) -> dict[s
     the images (what the LLM reads before it sees any image), plus more spatial-language ones.
     """
     seed, n_language = cfg.bootstrap.seed, cfg.bootstrap.language_conversations
+    marks = cfg.synthesize.point_refs == "marks"  # refer to points as the boost stage's conversations will
     captions, questions = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
     language = np.random.default_rng([seed, 3])
     align = [caption_record(ref, objects, captions) for ref, objects in zip(images.refs, images.objects, strict=True)]
     instruct = [
-        instruct_record(ref, objects, questions, cfg.bootstrap.questions_per_image, points)[0]
+        instruct_record(ref, objects, questions, cfg.bootstrap.questions_per_image, points, marks)[0]
         for ref, objects, points in zip(images.refs, images.objects, images.points, strict=True)
     ]
     spatial_language = [language_record(language, i) for i in range(2 * n_language)]
@@ -274,7 +279,7 @@ class BootstrapRun:
         """(c): projector only, on captions; caption exact-match on the test split."""
         with self.timed("align"):
             result = self._train(vlm, tokenizer, records, images, self.cfg.bootstrap.align, "align", "align")
-            items = [(ref, CAPTION_PROMPTS[0], caption(objects), "caption")
+            items = [(ref, CAPTION_PROMPTS[0], caption(objects), "caption", ())
                      for ref, objects in zip(test_images.refs, test_images.objects, strict=True)]  # fmt: skip
             self.metrics["align"] = {**result, "test": exact_match(vlm, tokenizer, items, images)}
             vlm.save(self.out / "vlm_align")
@@ -341,14 +346,16 @@ def _loop_config(base: TrainConfig, **overrides: Any) -> TrainConfig:
 # --- held-out evaluation ---------------------------------------------------------------------------
 
 
-def held_out_questions(cfg: SpatialBoostConfig, test_images: WorldImages) -> list[tuple[str, str, str, str]]:
-    """(image ref, question, answer, kind): up to questions_per_image non-spatial questions per
-    test image (one of each kind first), from their own seeded stream."""
+def held_out_questions(cfg: SpatialBoostConfig, test_images: WorldImages) -> list[HeldOut]:
+    """(image ref, question, answer, kind, marks): up to questions_per_image non-spatial
+    questions per test image (one of each kind first) and its referring points, from their own
+    seeded stream; marks: what to draw on the image (point_refs = marks), else ()."""
     rng = np.random.default_rng([cfg.bootstrap.seed, 5])
+    marks = cfg.synthesize.point_refs == "marks"
     items = []
     for ref, objects, points in zip(test_images.refs, test_images.objects, test_images.points, strict=True):
-        _, asked = instruct_record(ref, objects, rng, cfg.bootstrap.questions_per_image, points)
-        items += [(ref, q, a, kind) for q, a, kind in asked]
+        record, asked = instruct_record(ref, objects, rng, cfg.bootstrap.questions_per_image, points, marks)
+        items += [(ref, q, a, kind, tuple(marks_of(record.get("marks")))) for q, a, kind in asked]
     return items
 
 
@@ -356,13 +363,14 @@ def held_out_questions(cfg: SpatialBoostConfig, test_images: WorldImages) -> lis
 def exact_match(
     vlm: SpatialVLM,
     tokenizer: PreTrainedTokenizerBase,
-    items: list[tuple[str, str, str, str]],
+    items: list[HeldOut],
     images: dict[str, np.ndarray],
     batch_size: int = 64,
     max_new_tokens: int = 40,
 ) -> dict[str, Any]:
-    """Greedy single-turn answers to (image ref, question, answer, kind) items; exact match of the
-    stripped text, overall and per kind, and a few examples."""
+    """Greedy single-turn answers to (image ref, question, answer, kind, marks) items (marks
+    drawn on the image); exact match of the stripped text, overall and per kind, and a few
+    examples."""
     if not items:
         return {}
     vlm.eval()
@@ -370,8 +378,9 @@ def exact_match(
     examples = []
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        answers = generate_answers(vlm, tokenizer, [(images[ref], q) for ref, q, _, _ in chunk], max_new_tokens)
-        for (_, question, truth, kind), answer in zip(chunk, answers, strict=True):
+        prompts = [(draw_marks(images[ref], marks), q) for ref, q, _, _, marks in chunk]
+        answers = generate_answers(vlm, tokenizer, prompts, max_new_tokens)
+        for (_, question, truth, kind, _), answer in zip(chunk, answers, strict=True):
             correct.setdefault(kind, []).append(answer == truth)
             if len(examples) < 6:
                 examples.append({"question": question, "truth": truth, "answer": answer})

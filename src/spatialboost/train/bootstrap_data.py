@@ -26,7 +26,8 @@ import numpy as np
 
 from spatialboost.config import SHAPE_CLASSES
 from spatialboost.models.tokenizer import SYSTEM_PROMPT
-from spatialboost.qa.phrasing import BOX_FRAME_NOTE, QUESTIONS, UNITS_PER_METRE
+from spatialboost.qa.phrasing import BOX_FRAME_NOTE, MARKED_QUESTIONS, QUESTIONS, UNITS_PER_METRE
+from spatialboost.qa.turns import LETTERS
 from spatialboost.world.scene import COLOURS
 
 COLOUR_NAMES = tuple(COLOURS)
@@ -163,16 +164,28 @@ def referring_points(
     return points
 
 
-def point_questions(points: Sequence[Point], rng: np.random.Generator) -> list[tuple[str, str, str]]:
-    """A referring question per point, kind "point": what is there, or which colour it has."""
+def point_questions(
+    points: Sequence[Point], rng: np.random.Generator, marks: bool = False
+) -> list[tuple[str, str, str]]:
+    """A referring question per point, kind "point": what is there, or which colour it has.
+
+    marks: the points are drawn on the image as labelled marks (data/marks.py), the i-th labelled
+    LETTERS[i], and the text names them "point A" (synthesize.point_refs = marks), else by pixel
+    coordinates."""
     questions = []
-    for x, y, what in points:
+    for i, (x, y, what) in enumerate(points):
+        at, the_point = (f"point {LETTERS[i]}", f"point {LETTERS[i]}") if marks else (f"({x}, {y})", f"the point ({x}, {y})")
         if what not in BACKGROUND and rng.random() < 0.5:  # an object, "the red cube": ask its colour
             colour = what.split()[1]
-            questions.append((f"What colour is the object at ({x}, {y})?", f"The object at ({x}, {y}) is {colour}.", "point"))
+            questions.append((f"What colour is the object at {at}?", f"The object at {at} is {colour}.", "point"))
         else:
-            questions.append((f"What is at the point ({x}, {y})?", f"The point ({x}, {y}) is on {what}.", "point"))
+            questions.append((f"What is at {the_point}?", f"{the_point[:1].upper()}{the_point[1:]} is on {what}.", "point"))
     return questions
+
+
+def point_marks(points: Sequence[Point]) -> list[dict[str, Any]]:
+    """The marks to draw for `point_questions(points, marks=True)`: [{label, x, y}]."""
+    return [{"label": LETTERS[i], "x": x, "y": y} for i, (x, y, _) in enumerate(points)]
 
 
 def instruct_record(
@@ -181,10 +194,11 @@ def instruct_record(
     rng: np.random.Generator,
     n_questions: int,
     points: Sequence[Point] = (),
+    marks: bool = False,
 ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """One instruct-phase conversation of up to n_questions non-spatial turns (one per kind
     first, so every kind is practised) and a referring turn per point, in random order; and
-    the turns asked."""
+    the turns asked. marks: points are drawn marks ("point A"), the record lists them."""
     candidates = nonspatial_questions(objects, rng)
     first_of_kind = {}
     for q in candidates:
@@ -192,9 +206,12 @@ def instruct_record(
     rest = [q for q in candidates if q not in first_of_kind.values()]
     turns = (list(first_of_kind.values()) + rest)[:n_questions]
     if points:
-        turns += point_questions(points, rng)
+        turns += point_questions(points, rng, marks)
         turns = [turns[i] for i in rng.permutation(len(turns))]
-    return llava(image, [(q, a) for q, a, _ in turns], f"instruct-{image}"), turns
+    record = llava(image, [(q, a) for q, a, _ in turns], f"instruct-{image}")
+    if marks and points:
+        record["marks"] = point_marks(points)
+    return record, turns
 
 
 # --- text-only language conversations ------------------------------------------------------------
@@ -245,7 +262,7 @@ def template_texts(rng: np.random.Generator, n_fills: int = 4) -> list[str]:
     """The spatial QA templates (qa.phrasing.QUESTIONS) filled with random names, points,
     numbers and units, plus the answer vocabulary: what the boost stage's conversations say."""
     texts = []
-    for by_answer in QUESTIONS.values():
+    for by_answer in (*QUESTIONS.values(), *MARKED_QUESTIONS.values()):
         for templates in by_answer.values():
             for template in templates:
                 for _ in range(n_fills):
@@ -262,7 +279,7 @@ def _fillers(rng: np.random.Generator) -> dict[str, str]:
     return {
         "a": names[0], "b": names[1], "anchor": names[2], "options": f"{names[0]}, {names[1]} or {names[2]}",
         "asked": str(rng.choice(["closer", "farther", "left", "right", "above", "below", "in front of", "behind"])),
-        "first": "left", "second": "right", **coords,
+        "first": "left", "second": "right", "p": str(rng.choice(list(LETTERS[:3]))), **coords,
     }  # fmt: skip
 
 

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from spatialboost.data.decode import decode_image
+from spatialboost.data.marks import Mark, draw_marks, marks_of
 from spatialboost.data.records import BadImage, ImageLimits, formats_for_extensions
 from spatialboost.models.tokenizer import IGNORE_INDEX, IMAGE_TOKEN, build_sft_example
 
@@ -63,7 +64,9 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path, columns=["id", "image", "conversations"]).to_pylist()
+        names = pq.read_schema(path).names
+        columns = ["id", "image", "conversations", *(["marks"] if "marks" in names else [])]
+        rows = pq.read_table(path, columns=columns).to_pylist()
         return [{k: v for k, v in row.items() if v is not None} for row in rows]
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as f:
@@ -238,7 +241,7 @@ class ConversationDataset(Dataset):
         self.preprocess = preprocess
         self.max_length = max_length
         self.load_image = image_loader or ImageFetcher(image_root)
-        self._cache: dict[str, torch.Tensor] | None = {} if cache_images else None
+        self._cache: dict[tuple[str, tuple[Mark, ...]], torch.Tensor] | None = {} if cache_images else None
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
@@ -252,7 +255,7 @@ class ConversationDataset(Dataset):
             raise ValueError(f"record {record.get('id')!r} has an {IMAGE_TOKEN} token but no image")
         ids, labels = self._tokenise(record, messages, has_image)
         try:
-            pixels = self.pixels(record["image"]) if has_image else None
+            pixels = self.pixels(record["image"], marks_of(record.get("marks"))) if has_image else None
         except (OSError, BadImage, ValueError) as err:
             raise ValueError(f"record {record.get('id')!r}: image {record['image']!r}: {err}") from err
         if pixels is not None and not (ids == self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)).any():
@@ -274,15 +277,17 @@ class ConversationDataset(Dataset):
         except ValueError as err:
             raise ValueError(f"record {record.get('id')!r}: {err}") from err
 
-    def pixels(self, reference: str) -> torch.Tensor:
-        """(1, 3, H, W) float32 of an image reference, through the encoder's preprocessing."""
-        if self._cache is not None and reference in self._cache:
-            return self._cache[reference]
+    def pixels(self, reference: str, marks: Sequence[Mark] = ()) -> torch.Tensor:
+        """(1, 3, H, W) float32 of an image reference with its point marks drawn (data/marks.py),
+        through the encoder's preprocessing."""
+        key = (reference, tuple(marks))
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
         if self.preprocess is None:
             raise ValueError("this dataset has image records but no image preprocessing")
-        pixels = self.preprocess([self.load_image(reference)])
+        pixels = self.preprocess([draw_marks(self.load_image(reference), marks)])
         if self._cache is not None:
-            self._cache[reference] = pixels
+            self._cache[key] = pixels
         return pixels
 
 
