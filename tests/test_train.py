@@ -365,3 +365,47 @@ def test_length_grouping_cuts_padding_and_keeps_epochs_exact_and_deterministic()
     assert grouped != global_batches(n, global_batch, seed=3, epoch=1, lengths=lengths)
     with pytest.raises(ValueError, match="lengths"):
         global_batches(n, global_batch, seed=3, epoch=0, lengths=lengths[:-1])
+
+
+def test_replicate_seeds_and_the_depth_control_each_train_their_own_folder(tokenizer, tmp_path) -> None:
+    """train.replicate_seeds and train.control: one loop, one adapter; only the seed, the
+    objective and the folder differ. The control changes the encoder's Attn+ only (its depth
+    head is not part of the VLM), lowers its own loss, and the replicates differ by data order."""
+
+    from spatialboost.config import WorldConfig
+    from spatialboost.train.stage import planned_runs
+    from spatialboost.world import render_dataset
+
+    root = tmp_path / "world"
+    render_dataset(WorldConfig(n_train=8, n_test=1, width=32, height=32, seed=2), root, progress=False)
+    turns = [{"from": "human", "value": "<image>\nWhat is the depth at point A?"}, {"from": "gpt", "value": "It is 2.5 m."}]
+    records = [{"id": f"train-{i:06d}", "image": f"rgb/train-{i:06d}.png", "conversations": turns} for i in range(8)]
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    init = tmp_path / "init"
+    tiny_vlm(tokenizer, "dinov2").save(init)
+    tokenizer.save_pretrained(init / "language_model")
+    train = {"init": str(init), "data": str(tmp_path / "data.json"), "image_root": str(root), "output": str(tmp_path / "b"),
+             "max_steps": 6, "global_batch_size": 4, "micro_batch_size": 4, "checkpoint_every": 0, "max_length": 512,
+             "lr": 1e-2, "replicate_seeds": [5], "control": True, "num_threads": 1}  # fmt: skip
+    cfg = validate_config({"device": "cpu", "train": train})
+    runs = planned_runs(cfg.train)
+    assert [(r.seed, r.objective, Path(r.output).relative_to(tmp_path).as_posix()) for r in runs] == [
+        (0, "sft", "b"), (5, "sft", "b/seeds/5"), (0, "depth", "b/control"), (5, "depth", "b/control/seeds/5")]
+    run_train_stage(cfg, progress=False)
+    before = SpatialVLM.load(init)
+    for run in runs:
+        vlm = SpatialVLM.load(Path(run.output) / "vlm")
+        assert is_dual_channel(vlm.encoder)
+        same_llm = all(torch.equal(a, b) for a, b in zip(vlm.language_model.state_dict().values(),
+                                                          before.language_model.state_dict().values(), strict=True))  # fmt: skip
+        assert same_llm  # the LLM is frozen in every run
+        same_projector = all(torch.equal(a, b) for a, b in zip(vlm.projector.state_dict().values(),
+                                                                before.projector.state_dict().values(), strict=True))  # fmt: skip
+        assert same_projector == (run.objective == "depth")  # the control trains the encoder adapter only
+    control = json.loads((tmp_path / "b" / "control" / "boost_depth_result.json").read_text())
+    assert control["history"][-1]["loss"] < control["history"][0]["loss"]
+    seed0 = load_file(tmp_path / "b" / "vlm" / "projector.safetensors")
+    seed5 = load_file(tmp_path / "b" / "seeds" / "5" / "vlm" / "projector.safetensors")
+    assert any(not torch.equal(seed0[k], seed5[k]) for k in seed0)
+    with pytest.raises(ConfigError, match="must all differ"):
+        validate_config({"train": {"seed": 1, "replicate_seeds": [1]}})

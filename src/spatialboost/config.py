@@ -398,6 +398,15 @@ class TrainConfig(_Section):
         "dual_channel", description="boost stage only: dual_channel (Attn+ and gates: the method), full (the whole encoder) or lora"
     )
     train_projector: bool = Field(True, description="boost stage only: the projector trains too")
+    replicate_seeds: tuple[int, ...] = Field(
+        (), description="more runs of the same stage with these seeds, into output/seeds/<seed>: the seed spread every comparison is read against"
+    )
+    control: bool = Field(
+        False, description="also train the supervision control (objective depth) of every seed, into output/control[/seeds/<seed>]"
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads while training; None = torch's default. A fixed count gives the same numbers on every machine"
+    )
     objective: Literal["sft", "depth"] = Field(
         "sft",
         description="boost stage only: sft (the method: the frozen LLM's answer loss) or depth (the supervision "
@@ -448,6 +457,15 @@ class TrainConfig(_Section):
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size "
                 f"{self.micro_batch_size} (global = micro x accumulation steps x processes)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> TrainConfig:
+        seeds = (self.seed, *self.replicate_seeds)
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seed and replicate_seeds must all differ, got {list(seeds)}")
+        if self.control and (self.stage != "boost" or self.objective != "sft"):
+            raise ValueError("control trains the depth control beside the boost: it needs stage boost and objective sft")
         return self
 
     @model_validator(mode="after")

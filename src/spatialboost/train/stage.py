@@ -13,6 +13,7 @@ merged first, so every adapter exports the same kind of encoder.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,11 @@ from spatialboost.evaluate.features import patch_grid
 from spatialboost.models.export import export_encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
+from spatialboost.runtime import torch_threads
 from spatialboost.train.adapters import has_lora, merge_lora, prepare_stage
 from spatialboost.train.data import ConversationDataset, ImageFetcher, load_conversations, manifest_sha256
 from spatialboost.train.depth_supervision import DepthDataset, DepthObjective, new_depth_head
-from spatialboost.train.distributed import barrier, init_distributed
+from spatialboost.train.distributed import DistContext, barrier, init_distributed
 from spatialboost.train.loop import MetricsLogger, TrainResult, fit, resolve_precision, train
 
 
@@ -45,27 +47,61 @@ def load_initial_model(folder: str | Path, dtype: torch.dtype = torch.float32) -
 def run_train_stage(
     cfg: SpatialBoostConfig, tracker: MetricsLogger | None = None, progress: bool = True
 ) -> TrainResult:
-    """Train `cfg.train.stage` from `cfg.train.init` on `cfg.train.data`; save on rank 0.
+    """Train every run of `planned_runs(cfg)` (the boost of train.seed, then its replicates and the
+    depth control when asked for); returns the first run's result. Each run starts from
+    `cfg.train.init`, trains on `cfg.train.data` and is saved on rank 0 into its own folder.
 
     With bf16 precision the frozen model loads in bf16 and the trainable parameters stay fp32
     (master weights); autocast does the rest. FSDP runs save the trainable state only (the
     loop's final checkpoint): the full model is init + checkpoints/<last>/trainable.safetensors.
     """
     ctx = init_distributed(cfg.device)
-    train_cfg = cfg.train
-    dtype = resolve_precision(train_cfg.precision, ctx.device) or torch.float32
-    vlm, tokenizer = load_initial_model(train_cfg.init, dtype)
-    records = split_conversations(load_conversations(train_cfg.data), train_cfg.image_root, train_cfg.split)
-    records = subset_conversations(records, train_cfg.max_conversations, train_cfg.seed)
-    if train_cfg.objective == "depth":
-        result = train_depth_control(vlm, records, train_cfg, tracker, progress, ctx.device)
-    else:
-        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=train_cfg.max_length,
-                                      image_loader=training_images(cfg))  # fmt: skip
-        result = train(vlm, dataset, train_cfg, train_cfg.output, tracker, progress, device=ctx.device,
-                       master_dtype=torch.float32)  # fmt: skip
-    if ctx.is_main and not (ctx.distributed and train_cfg.strategy == "fsdp"):
-        save_trained(vlm, tokenizer, train_cfg.output)
+    records = split_conversations(load_conversations(cfg.train.data), cfg.train.image_root, cfg.train.split)
+    results = [train_run(cfg, run, records, ctx, tracker, progress) for run in planned_runs(cfg.train)]
+    return results[0]
+
+
+def planned_runs(train_cfg: TrainConfig) -> list[TrainConfig]:
+    """The runs of the train stage, each a TrainConfig with its own seed and output folder:
+    the run itself (train.output), its replicates (train.output/seeds/<seed>: the seed spread
+    every demo claim is read against), and with train.control the supervision control of each
+    (objective=depth, train.output/control[/seeds/<seed>]). One code path: the loop and the
+    adapter are the same; only the seed, the objective and the folder differ."""
+    runs = []
+    for objective, base in (("sft", Path(train_cfg.output)), ("depth", Path(train_cfg.output) / "control")):
+        if objective == "depth" and not train_cfg.control:
+            continue
+        for i, seed in enumerate((train_cfg.seed, *train_cfg.replicate_seeds)):
+            output = base if i == 0 else base / "seeds" / str(seed)
+            update = {"seed": seed, "output": str(output), "replicate_seeds": (), "control": False}
+            if objective == "depth":
+                update["objective"] = "depth"
+            runs.append(train_cfg.model_copy(update=update))
+    return runs
+
+
+def train_run(
+    cfg: SpatialBoostConfig,
+    run: TrainConfig,
+    records: list[dict],
+    ctx: DistContext,
+    tracker: MetricsLogger | None,
+    progress: bool,
+) -> TrainResult:
+    """One run of the train stage (`planned_runs`): load the initial model, train, save."""
+    dtype = resolve_precision(run.precision, ctx.device) or torch.float32
+    vlm, tokenizer = load_initial_model(run.init, dtype)
+    records = subset_conversations(records, run.max_conversations, run.seed)
+    with torch_threads(run.num_threads):
+        if run.objective == "depth":
+            result = train_depth_control(vlm, records, run, tracker, progress, ctx.device)
+        else:
+            dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=run.max_length,
+                                          image_loader=training_images(cfg))  # fmt: skip
+            result = train(vlm, dataset, run, run.output, tracker, progress, device=ctx.device,
+                           master_dtype=torch.float32)  # fmt: skip
+    if ctx.is_main and not (ctx.distributed and run.strategy == "fsdp"):
+        save_trained(vlm, tokenizer, run.output)
     barrier(ctx)
     return result
 
@@ -121,7 +157,21 @@ def train_metrics(cfg: SpatialBoostConfig, result: TrainResult) -> dict:
         "wall_s": round(result.wall_s, 1),
         "resumed_from": result.resumed_from,
         "trainable": result.trainable,
+        "runs": [run_summary(run) for run in planned_runs(cfg.train)],
     }
+
+
+def run_summary(run: TrainConfig) -> dict:
+    """seed, objective, output, steps, losses and wall time of one finished run (its result file)."""
+    name = "boost_depth" if run.objective == "depth" else run.stage
+    path = Path(run.output) / f"{name}_result.json"
+    summary = {"seed": run.seed, "objective": run.objective, "output": run.output}
+    if path.is_file():
+        done = json.loads(path.read_text())
+        history = done.get("history") or [{}]
+        summary |= {"steps": done["steps"], "first_loss": history[0].get("loss"), "final_loss": done["final_loss"],
+                    "wall_s": round(done["wall_s"], 1)}  # fmt: skip
+    return summary
 
 
 def training_images(cfg: SpatialBoostConfig) -> ImageFetcher:
