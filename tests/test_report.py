@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
 from spatialboost.evaluate.report import (
     JSON_METRICS,
     DepthExample,
@@ -37,28 +38,57 @@ def _results() -> dict:
 
 
 def test_metrics_json_has_exactly_the_documented_structure() -> None:
-    out = metrics_json(_results())
-    assert list(out) == ["baseline", "boosted"]
-    for run in out.values():
-        assert list(run) == list(JSON_METRICS)
-        assert all(set(summary) == {"mean", "std"} for summary in run.values())
-    assert out["baseline"]["depth_rmse"] == {"mean": 0.56, "std": 0.02}
+    results = _results() | {"floor": {"depth_rmse": {"mean": 0.60, "std": 0.0}, "seg_miou": {"mean": 0.1, "std": 0.0}}}
+    results["boosted"] = {k: {**v, "n": 3} for k, v in results["boosted"].items()}
+    effects = compare(results["baseline"], results["boosted"], {"depth_rmse": False})
+    out = metrics_json(results, effects)
+    assert list(out) == ["baseline", "boosted", "floor", "effects"]
+    for run in ("baseline", "boosted"):
+        assert list(out[run]) == list(JSON_METRICS)
+    assert all(set(summary) == {"mean", "std"} for summary in out["baseline"].values())
+    assert out["boosted"]["depth_rmse"] == {"mean": 0.40, "std": 0.03, "n": 3}
     assert out["baseline"]["vqa_quantitative_acc"] == {"mean": 0.133, "std": None}  # NaN -> null
     assert out["boosted"]["vqa_quantitative_acc"] == {"mean": None, "std": None}  # missing -> null
+    assert list(out["floor"]) == ["depth_rmse", "seg_miou"]  # a control: only the metrics it has
     assert "depth_delta1" not in out["boosted"]  # only the documented metrics
+    assert out["effects"]["depth_rmse"]["verdict"] == "better"  # -0.16 against a seed std of 0.03
     json.dumps(out, allow_nan=False)
     with pytest.raises(ValueError, match="boosted"):
         metrics_json({"baseline": {}})
 
 
-def test_markdown_table_deltas_know_which_way_is_better() -> None:
-    table = markdown_table(_results())
+def test_markdown_table_reads_deltas_against_the_seed_spread() -> None:
+    results = _results()
+    results["boosted"] = {k: {**v, "n": 3} for k, v in results["boosted"].items()}
+    results["control"] = {"depth_rmse": {"mean": 0.35, "std": 0.01, "n": 3}}
+    higher = {"depth_rmse": False, "seg_miou": True, "cls_top1": True}
+    table = markdown_table(results, compare(results["baseline"], results["boosted"], higher))
+    header, *_ = table.splitlines()
+    assert header.split("|")[2:6] == [" Baseline ", " Boosted ", " Depth-supervised control ", " Δ (boosted − baseline) "]
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-    assert "0.560 ± 0.020" in rows["Depth RMSE (m) ↓"] and "-0.160 (better)" in rows["Depth RMSE (m) ↓"]
-    assert "+0.009 (better)" in rows["Segmentation mIoU ↑"]
-    assert "-0.010 (worse)" in rows["Classification top-1 ↑"]
-    assert rows["SpatialRGPT quantitative acc. ↑"].count("–") == 2  # boosted missing: no delta
-    assert list(rows)[0].startswith("Depth RMSE")  # documented order
+    depth = rows["Depth RMSE, all pixels (m) ↓"]
+    assert "0.560 ± 0.020" in depth and "0.400 ± 0.030 (n=3)" in depth and "-0.160 | better" in depth
+    assert "0.350 ± 0.010 (n=3)" in depth
+    assert "+0.009 | no effect" in rows["Segmentation mIoU ↑"]  # 0.009 < 2 x 0.005
+    assert "-0.010 | worse" in rows["Classification top-1 ↑"]  # 0.010 > 2 x 0.004
+    assert rows["SpatialRGPT quantitative acc. ↑"].count("–") >= 2  # boosted missing: no delta
+    one_seed = markdown_table(_results(), compare(_results()["baseline"], _results()["boosted"], higher))
+    assert "not judged (one seed)" in one_seed
+
+
+def test_compare_needs_the_paired_interval_to_exclude_zero_for_vqa() -> None:
+    base = [1.0] * 50 + [0.0] * 50
+    better = [[1.0] * 60 + [0.0] * 40] * 3  # +10 points on the same items, every seed
+    interval = paired_interval(base, better)
+    assert 0.0 < interval[0] < 0.1 < interval[1]
+    summary = over_seeds([{"acc": 0.60}, {"acc": 0.61}, {"acc": 0.59}])
+    assert summary["acc"] == pytest.approx({"mean": 0.60, "std": 0.01, "n": 3})
+    effect = compare({"acc": {"mean": 0.50}}, summary, {"acc": True}, {"acc": interval})["acc"]
+    assert effect.verdict == "better" and effect.delta == pytest.approx(0.10)
+    noisy = compare({"acc": {"mean": 0.50}}, summary, {"acc": True}, {"acc": (-0.01, 0.2)})["acc"]
+    assert noisy.verdict == "no effect"  # beyond the seed spread, but the items cannot tell
+    low, high = accuracy_interval(better)
+    assert low < 0.6 < high and high - low < 0.25
 
 
 def test_collect_metrics_merges_probes_and_vqa() -> None:
@@ -94,7 +124,7 @@ def _examples(n: int) -> list[DepthExample]:
 def test_write_report_files(tmp_path: Path) -> None:
     paths = write_report(_results(), tmp_path / "report", _examples(2), notes="Demo profile, tiny encoder.")
     text = paths.markdown.read_text()
-    assert "| Depth RMSE (m) ↓ |" in text and "![metrics](metrics.png)" in text and "depth_examples.png" in text
+    assert "| Depth RMSE, all pixels (m) ↓ |" in text and "![metrics](metrics.png)" in text and "depth_examples.png" in text
     for png in (paths.bars, paths.depth):
         with Image.open(png) as img:
             assert img.format == "PNG" and img.width > 300 and img.height > 200

@@ -17,11 +17,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from spatialboost.evaluate.comparison import SPREAD_FACTOR, Effect
 from spatialboost.evaluate.features import FeatureSet, crop_to_view, view_box
 from spatialboost.evaluate.probes import FittedHead, ProbeResult
 from spatialboost.evaluate.readers import Sample
@@ -33,8 +35,10 @@ Summary = dict[str, float | None]  # {"mean", "std"}
 Results = Mapping[str, Mapping[str, Summary]]
 
 RUNS = ("baseline", "boosted")
-CONTROLS = ("floor",)
-"""Runs reported beside the two when present: floor = the position-only depth probe."""
+CONTROLS = ("floor", "control")
+"""Runs reported beside the two when present: floor = the position-only depth probe (what the
+patch position alone predicts); control = the boost's adapter supervised by depth directly
+(train.control: what this encoder can absorb from this data at all)."""
 JSON_METRICS = (
     "depth_rmse_objects", "depth_rmse_near", "depth_rmse", "depth_absrel_objects", "depth_absrel",
     "seg_miou", "cls_top1", "cls_majority", "vqa_relative_depth_acc", "vqa_quantitative_acc",
@@ -59,7 +63,7 @@ METRICS: dict[str, tuple[str, bool]] = {
 }
 """metric -> (label, higher is better); the order of tables and plots."""
 
-_VQA_KEYS = {
+VQA_KEYS = {
     "relative_depth_acc": "vqa_relative_depth_acc",
     "qualitative_acc": "vqa_qualitative_acc",
     "quantitative_acc": "vqa_quantitative_acc",
@@ -76,14 +80,16 @@ def collect_metrics(
         out.update(result.summary)
     if vqa is not None:
         summary = vqa.summary(n_boot)
-        out.update({name: summary[key] for key, name in _VQA_KEYS.items() if key in summary})
+        out.update({name: summary[key] for key, name in VQA_KEYS.items() if key in summary})
     return out
 
 
-def metrics_json(results: Results) -> dict[str, dict[str, Summary]]:
-    """{"baseline": {metric: {"mean", "std"}}, "boosted": {...}} over JSON_METRICS exactly.
+def metrics_json(results: Results, effects: Mapping[str, Effect] | None = None) -> dict[str, dict[str, Any]]:
+    """{"baseline": {metric: {"mean", "std"}}, "boosted": {...}} over JSON_METRICS exactly, then
+    the controls present (only the metrics they have), and "effects": {metric: Effect} when given.
 
-    A metric a run lacks is {"mean": None, "std": None}; NaN becomes None (JSON has no NaN).
+    A run summarised over seeds also carries "n" (its number of seeds). A metric a run lacks is
+    {"mean": None, "std": None}; NaN becomes None (JSON has no NaN).
     """
     missing = [run for run in RUNS if run not in results]
     if missing:
@@ -92,15 +98,20 @@ def metrics_json(results: Results) -> dict[str, dict[str, Summary]]:
     def clean(value: float | None) -> float | None:
         return None if value is None or not math.isfinite(value) else float(value)
 
+    def entry(summary: Mapping[str, float | None]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: clean(summary.get(k)) for k in ("mean", "std")}
+        if summary.get("n") is not None:
+            out["n"] = int(summary["n"])  # type: ignore[arg-type]
+        return out
+
     runs = [*RUNS, *(run for run in CONTROLS if run in results)]
-    return {
-        run: {
-            metric: {k: clean(results[run].get(metric, {}).get(k)) for k in ("mean", "std")}
-            for metric in JSON_METRICS
-            if run in RUNS or metric in results[run]
-        }
+    out: dict[str, dict[str, Any]] = {
+        run: {metric: entry(results[run].get(metric, {})) for metric in JSON_METRICS if run in RUNS or metric in results[run]}
         for run in runs
     }
+    if effects is not None:
+        out["effects"] = {m: effects[m].to_dict() for m in JSON_METRICS if m in effects}
+    return out
 
 
 def _metrics_in(results: Results) -> list[str]:
@@ -111,22 +122,39 @@ def _metrics_in(results: Results) -> list[str]:
 def _fmt(summary: Summary | None) -> str:
     if not summary or summary.get("mean") is None:
         return "–"
-    return f"{summary['mean']:.3f} ± {summary.get('std') or 0.0:.3f}"
+    text = f"{summary['mean']:.3f} ± {summary.get('std') or 0.0:.3f}"
+    return text + (f" (n={int(summary['n'])})" if summary.get("n", 1) > 1 else "")
 
 
-def markdown_table(results: Results) -> str:
-    """| metric | baseline | boosted | delta | with mean ± std and whether the delta is an improvement."""
-    lines = ["| Metric | Baseline | Boosted | Δ (boosted − baseline) |", "|---|---|---|---|"]
+def markdown_table(results: Results, effects: Mapping[str, Effect] | None = None) -> str:
+    """| metric | floor | baseline | boosted | control | Δ | verdict |: mean ± std per run (the
+    boosted and control runs over seeds, n = seeds), Δ = boosted - baseline, and the verdict of
+    evaluate/comparison.py (an effect only beyond the seed spread). Control columns appear when
+    the results have them; without `effects` the verdict says only which way Δ points."""
+    controls = [run for run in CONTROLS if run in results]
+    names = {"floor": "Position-only floor", "control": "Depth-supervised control"}
+    header = ["Metric", *(names[c] for c in controls if c == "floor"), "Baseline", "Boosted",
+              *(names[c] for c in controls if c != "floor"), "Δ (boosted − baseline)", "Verdict"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for metric in _metrics_in(results):
         label, higher_better = METRICS.get(metric, (metric, True))
         base, boost = results.get("baseline", {}).get(metric), results.get("boosted", {}).get(metric)
-        delta = "–"
+        delta, verdict = "–", "–"
         if base and boost and base.get("mean") is not None and boost.get("mean") is not None:
             d = boost["mean"] - base["mean"]
-            verdict = "better" if (d > 0) == higher_better and d != 0 else "worse" if d != 0 else "same"
-            delta = f"{d:+.3f} ({verdict})"
-        arrow = "↑" if higher_better else "↓"
-        lines.append(f"| {label} {arrow} | {_fmt(base)} | {_fmt(boost)} | {delta} |")
+            delta = f"{d:+.3f}"
+            if effects is not None and metric in effects:
+                effect = effects[metric]
+                verdict = effect.verdict
+                if effect.interval is not None:
+                    verdict += f" (95% CI of Δ {effect.interval[0]:+.3f} … {effect.interval[1]:+.3f})"
+            else:
+                verdict = "higher" if d > 0 else "lower" if d < 0 else "same"
+        cells = [f"{label} {'↑' if higher_better else '↓'}"]
+        cells += [_fmt(results[c].get(metric)) for c in controls if c == "floor"]
+        cells += [_fmt(base), _fmt(boost)]
+        cells += [_fmt(results[c].get(metric)) for c in controls if c != "floor"]
+        lines.append("| " + " | ".join([*cells, delta, verdict]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -147,11 +175,12 @@ def plot_metric_bars(results: Results, path: str | Path) -> Path:
     cols = min(4, len(metrics))
     rows = math.ceil(len(metrics) / cols)
     fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
-    colours = {"baseline": "#8c8c8c", "boosted": "#1f77b4"}
+    colours = {"floor": "#d9d9d9", "baseline": "#8c8c8c", "boosted": "#1f77b4", "control": "#ff7f0e"}
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(rows, cols, i + 1)
         label, higher_better = METRICS.get(metric, (metric, True))
-        runs = [r for r in RUNS if results.get(r, {}).get(metric, {}).get("mean") is not None]
+        order = ("floor", "baseline", "boosted", "control")
+        runs = [r for r in order if results.get(r, {}).get(metric, {}).get("mean") is not None]
         means = [results[r][metric]["mean"] for r in runs]
         stds = [results[r][metric].get("std") or 0.0 for r in runs]
         ax.bar(runs, means, yerr=stds, capsize=6, color=[colours[r] for r in runs])
@@ -160,7 +189,7 @@ def plot_metric_bars(results: Results, path: str | Path) -> Path:
         ax.set_title(f"{label} {'↑' if higher_better else '↓'}", fontsize=9)
         ax.margins(y=0.2)
         ax.tick_params(labelsize=8)
-    fig.suptitle("Baseline vs boosted (mean ± std)", fontsize=11)
+    fig.suptitle("Baseline vs boosted beside the controls (mean ± std)", fontsize=11)
     fig.tight_layout()
     return save_figure(fig, Path(path))
 
@@ -239,12 +268,19 @@ def write_report(
     depth_examples: Sequence[DepthExample] = (),
     title: str = "SpatialBoost evaluation",
     notes: str = "",
+    effects: Mapping[str, Effect] | None = None,
 ) -> ReportPaths:
     """report.md (table + figures) and the PNGs it shows, under out_dir."""
     out_dir = Path(out_dir)
     bars = plot_metric_bars(results, out_dir / "metrics.png")
     depth = plot_depth_examples(depth_examples, out_dir / "depth_examples.png") if depth_examples else None
-    text = [f"# {title}", "", markdown_table(results), "Mean ± std: probes over seeds, VQA over item bootstrap.", ""]
+    legend = (
+        "Mean ± std. Boosted and control: over their training seeds (n); baseline and floor are one model each "
+        "(probes are closed-form or seeded heads, VQA greedy: ± is the probe-seed or item-bootstrap std). "
+        f"Verdict: an effect only when |Δ| > {SPREAD_FACTOR:g} x the boosted seeds' std and, for VQA, the paired "
+        "item-bootstrap 95% interval of Δ excludes 0 (evaluate/comparison.py); else \"no effect\"."
+    )
+    text = [f"# {title}", "", markdown_table(results, effects), legend, ""]
     if notes:
         text += [notes, ""]
     text += ["![metrics](metrics.png)", ""]

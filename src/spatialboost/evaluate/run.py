@@ -15,11 +15,12 @@ from typing import Any
 
 from spatialboost.config import SpatialBoostConfig
 from spatialboost.evaluate.benchmarks import evaluate_benchmarks, free_device_memory, load_eval_model
+from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
 from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
 from spatialboost.evaluate.features import cached_features, encoder_fingerprint
 from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
 from spatialboost.evaluate.readers import SampleSet, read_world
-from spatialboost.evaluate.report import collect_metrics, depth_examples, metrics_json, write_report
+from spatialboost.evaluate.report import METRICS, VQA_KEYS, collect_metrics, depth_examples, metrics_json, write_report
 from spatialboost.evaluate.vqa import (
     VQAItem,
     VQAResult,
@@ -102,12 +103,48 @@ def _depth_figure(cfg: SpatialBoostConfig, test: SampleSet, outcomes: dict[str, 
     return depth_examples(samples, outcomes["boosted"].encoder.preprocess, heads[0], heads[1])
 
 
-def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Probe and quiz baseline and boosted VLMs; write the benches, the report and VQA records.
+def trained_folders(cfg: SpatialBoostConfig) -> dict[str, list[Path]]:
+    """The VLM folders the train stage wrote, per kind: "boosted" (train.seed first, then the
+    replicates) and "control" (the depth-supervised control, when train.control)."""
+    from spatialboost.train.stage import planned_runs
 
-    Returns {"metrics": {"baseline": {metric: {"mean", "std"}}, "boosted": {...}} (the exact
-    metrics/evaluate.json structure), "detail": {run: {probe choices, raw VQA metrics}},
-    "report": path of report.md}.
+    out: dict[str, list[Path]] = {"boosted": [], "control": []}
+    for run in planned_runs(cfg.train):
+        out["control" if run.objective == "depth" else "boosted"].append(Path(run.output) / "vlm")
+    return out
+
+
+def item_scores(vqa: VQAResult, group: str) -> dict[str, float]:
+    """{item id: 1.0 / 0.0} of one VQA group (relative_depth, qualitative, quantitative, spatialrgpt)."""
+    return {r["id"]: float(r["correct"]) for r in vqa.records
+            if r["group"] == group or r.get("qa_type") == group or (group == "spatialrgpt" and r["benchmark"] == "spatialrgpt")}  # fmt: skip
+
+
+def vqa_intervals(baseline: VQAResult, boosted: list[VQAResult]) -> dict[str, tuple[float, float]]:
+    """{metric: paired 95% interval of Δ} for every VQA accuracy (items both models answered)."""
+    out = {}
+    for key, metric in VQA_KEYS.items():
+        group = key.removesuffix("_acc")
+        base = item_scores(baseline, group)
+        runs = [item_scores(v, group) for v in boosted]
+        ids = sorted(set(base).intersection(*runs)) if runs else []
+        if ids:
+            out[metric] = paired_interval([base[i] for i in ids], [[run[i] for i in ids] for run in runs])
+    return out
+
+
+def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
+    """Probe and quiz the baseline and every boosted run; probe the controls; write the benches,
+    the report and the VQA records.
+
+    Runs: baseline = train.init; boosted = the train stage's boost runs (one per seed); control =
+    its depth-supervised runs (train.control), probed only; floor = the position-only depth probe.
+    Boosted and control metrics are means over their seeds, and every baseline -> boosted
+    difference gets a verdict against the seed spread (evaluate/comparison.py).
+
+    Returns {"metrics": the metrics/evaluate.json structure ({"baseline", "boosted", "floor",
+    "control": {metric: {"mean", "std"[, "n"]}}, "effects": {metric: verdict}}), "detail": {run:
+    {probe choices, raw VQA metrics}}, "report": path of report.md}.
     """
     ev = cfg.evaluate
     if ev.benchmarks.configured():  # the paper's benchmarks: no world scenes needed
@@ -120,18 +157,41 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
         )
     paths = write_demo_benches(cfg.world.root, ev.bench_dir, ev.split, DemoBenchOptions(seed=cfg.seed))
     items = benchmark_items(paths, ev.max_vqa_items)
-    outcomes = {run: evaluate_model(cfg, model_folder(cfg, run), train, test, items) for run in RUNS}
-    results = {run: collect_metrics(o.probes, o.vqa) for run, o in outcomes.items()}
-    if outcomes["baseline"].floor is not None:
-        results["floor"] = collect_metrics({"floor": outcomes["baseline"].floor})
-    metrics = metrics_json(results)
-    out = Path(ev.output)
-    report = write_report(results, out, _depth_figure(cfg, test, outcomes),
-                          notes=f"{len(test)} {ev.split} images, {len(items)} VQA items, seeds {list(ev.seeds)}.")  # fmt: skip
-    detail = {
-        run: {"probe_heads": {t: list(r.chosen) for t, r in o.probes.items()}, "vqa": o.vqa.metrics}
-        for run, o in outcomes.items()
+    folders = trained_folders(cfg)
+    baseline = evaluate_model(cfg, Path(cfg.train.init), train, test, items)
+    boosted = [evaluate_model(cfg, folder, train, test, items) for folder in folders["boosted"]]
+    control = [evaluate_model(cfg, folder, train, test, []) for folder in folders["control"]]
+    results: dict[str, dict[str, Any]] = {
+        "baseline": collect_metrics(baseline.probes, baseline.vqa),
+        "boosted": over_seeds([_means(collect_metrics(o.probes, o.vqa)) for o in boosted]),
     }
-    for run, o in outcomes.items():
-        write_json_atomic(out / f"vqa_{run}.json", {"metrics": o.vqa.metrics, "records": list(o.vqa.records)})
+    if baseline.floor is not None:
+        results["floor"] = collect_metrics({"floor": baseline.floor})
+    if control:
+        results["control"] = over_seeds([_means(collect_metrics(o.probes)) for o in control])
+    higher = {metric: better for metric, (_, better) in METRICS.items()}
+    effects = compare(results["baseline"], results["boosted"], higher, vqa_intervals(baseline.vqa, [o.vqa for o in boosted]))
+    metrics = metrics_json(results, effects)
+    blink = [list(item_scores(o.vqa, "relative_depth").values()) for o in boosted]
+    if blink and blink[0]:
+        metrics["boosted"]["vqa_relative_depth_acc"]["interval95"] = list(accuracy_interval(blink))
+    out = Path(ev.output)
+    notes = (f"{len(test)} {ev.split} images, {len(items)} VQA items; boosted: {len(boosted)} training seed(s), "
+             f"control: {len(control)}.")  # fmt: skip
+    report = write_report(results, out, _depth_figure(cfg, test, {"baseline": baseline, "boosted": boosted[0]}),
+                          notes=notes, effects=effects)  # fmt: skip
+    named = {"baseline": baseline, **{f"boosted-{i}": o for i, o in enumerate(boosted)},
+             **{f"control-{i}": o for i, o in enumerate(control)}}  # fmt: skip
+    detail = {
+        run: {"probe_heads": {t: list(r.chosen) for t, r in o.probes.items()}, "vqa": o.vqa.metrics,
+              "probes": _means(collect_metrics(o.probes))}  # fmt: skip
+        for run, o in named.items()
+    }
+    for run, o in named.items():
+        if o.vqa.records:
+            write_json_atomic(out / f"vqa_{run}.json", {"metrics": o.vqa.metrics, "records": list(o.vqa.records)})
     return {"metrics": metrics, "detail": detail, "report": str(report.markdown)}
+
+
+def _means(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
+    return {metric: value["mean"] for metric, value in summary.items() if value.get("mean") is not None}
