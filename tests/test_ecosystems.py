@@ -280,7 +280,8 @@ def test_model_card_on_every_version(pulled: dict[str, Path], registered: Regist
         assert "| BLINK-style relative depth accuracy (VLM) (`vqa_relative_depth_acc`, higher is better) | 0.5 ± 0.06 | 0.61 ± 0.05 | +0.11 |" in card  # noqa: E501
         assert ("create_model_and_transforms" in card) is (family == "open_clip")
         version = registered.tracker.client.get_model_version_by_alias(registered.names[family], "champion")
-        assert version.description.startswith(f"# {registered.names[family]}") and "4.51 ± 0.02" in version.description
+        assert version.description.startswith(f"A {family} vision encoder made spatially aware by SpatialBoost")
+        assert "4.51 ± 0.02" in version.description and "---" not in version.description.splitlines()[0]
     # the card goes into the logged copy: the export itself (a DVC output) is left as it was
     assert not any((folder / "README.md").exists() for folder in registered.exports.values())
 

@@ -88,4 +88,4 @@ def test_register_makes_version_1_candidate_and_champion(pipeline: SpatialBoostC
     assert "| 0.6 ± 0.1 | 0.6 ± 0.1 | +0 |" in card and f"- epochs: `{pipeline.train.epochs}`" in card
     assert not (Path(pipeline.train.output) / "encoder" / "README.md").exists()
     version = tracker.client.get_model_version(record["model"], "1")
-    assert version.description.startswith("# spatialboost-dinov2-tiny")
+    assert version.description.startswith("A dinov2 vision encoder made spatially aware")

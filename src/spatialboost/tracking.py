@@ -230,9 +230,12 @@ def _with_model_card(export_dir: Path, card: str, tmp: Path) -> Path:
 
 
 def _description(card: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
-    """The card without its YAML front matter, cut at a line under `limit` characters (MLflow's
-    database column for descriptions is 5000 characters)."""
+    """The card without its YAML front matter and title (the registry shows the model's name; its
+    versions table shows the description's first line), cut at a line under `limit` characters
+    (MLflow's database column for descriptions is 5000 characters)."""
     body = card.split("---\n", 2)[2].lstrip() if card.startswith("---\n") else card
+    if body.startswith("# "):
+        body = body.split("\n", 1)[1].lstrip() if "\n" in body else ""
     if len(body) <= limit:
         return body
     note = "\n\n(the full model card is README.md in this version's files)"
