@@ -183,15 +183,19 @@ def _pull_command(registered: Registered, family: str, output: Path, *extra: str
 
 @pytest.fixture(scope="module")
 def pulled(registered: Registered, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`spatialboost pull NAME@champion --output DIR`: one fresh process per family, run side by side."""
+    """Each family's champion pulled to its own folder: DINOv2 (the demo's encoder) with the command a
+    user types, `spatialboost pull NAME@champion --output DIR`, in a new process; the others with the
+    library function that command calls (a CLI process per family would only add start-up time)."""
     root = tmp_path_factory.mktemp("pulled")
     folders = {family: root / f"{registered.names[family]}-champion" for family in FAMILIES}
-    procs = {family: subprocess.Popen(_pull_command(registered, family, folder), cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for family, folder in folders.items()}  # fmt: skip
-    for family, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 0, (family, stderr[-3000:])
-        assert json.loads(stdout.strip().splitlines()[-1])["folder"] == str(folders[family])
+    result = subprocess.run(_pull_command(registered, "dinov2", folders["dinov2"]), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["folder"] == str(folders["dinov2"])
+    for family in FAMILIES:
+        if family != "dinov2":
+            uri = f"models:/{registered.names[family]}@champion"
+            assert pull_encoder(uri, folders[family], tracking_uri=registered.tracker.uri) == folders[family]
     return folders
 
 
@@ -320,3 +324,13 @@ def test_export_is_byte_reproducible_across_processes(tmp_path: Path) -> None:
 
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_registry_description_fits_mlflow_and_drops_front_matter() -> None:
+    from spatialboost.tracking import MAX_DESCRIPTION_CHARS, _description
+
+    card = "---\nlibrary_name: transformers\n---\n# spatialboost-x\n\nA line.\n" + "| row | 1 |\n" * 1000
+    text = _description(card)
+    assert text.startswith("A line.\n") and len(text) <= MAX_DESCRIPTION_CHARS
+    assert text.endswith("(the full model card is README.md in this version's files)")
+    assert _description("# t\n\nshort\n") == "short\n"
