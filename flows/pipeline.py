@@ -149,12 +149,21 @@ def pipeline_flow(overrides: list[str] | None = None, push: bool = True, repo: s
     return {"pushed": pushed, "reproduced": "up to date" not in output.lower(), "overrides": list(overrides or [])}
 
 
-def serve(cron: str, overrides: list[str] | None = None) -> None:
-    """Create (or update) the `spatialboost-pipeline/scheduled` deployment and run its schedule."""
+def serve(cron: str, overrides: list[str] | None = None, push: bool = True, repo: str | None = None) -> None:
+    """Create (or update) the `spatialboost-pipeline/scheduled` deployment and run its schedule.
+    Its default parameters (what the UI's "Quick run" uses) are `overrides`, `push` and `repo`."""
+    # A scheduled run's logs (dvc's stage output) are what its page in the UI shows: keep the run
+    # loggers at INFO even where PREFECT_LOGGING_LEVEL quiets the console (scripts/env.sh: WARNING).
+    # The flow runs start in subprocesses of this one, which read these from the environment.
+    for logger in ("FLOW_RUNS", "TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_LOGGERS_PREFECT_{logger}_LEVEL", "INFO")
+    parameters: dict[str, Any] = {"overrides": list(overrides or []), "push": push}
+    if repo is not None:
+        parameters["repo"] = repo
     pipeline_flow.serve(
         name=DEPLOYMENT,
         cron=cron,
-        parameters={"overrides": list(overrides or []), "push": True},
+        parameters=parameters,
         description="SpatialBoost end to end through DVC; trigger from the Prefect UI with overrides.",
         tags=["spatialboost"],
     )
@@ -180,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo", default=str(REPO), help="the DVC repository to reproduce (default: this one)")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.cron or load_config(args.params).orchestration.schedule_cron, args.overrides)
+        repo = str(Path(args.repo).resolve()) if args.repo != str(REPO) else None
+        serve(args.cron or load_config(args.params).orchestration.schedule_cron, args.overrides, not args.no_push, repo)
         return
     with prefect_api():
         pipeline_flow(overrides=args.overrides, push=not args.no_push, repo=str(Path(args.repo).resolve()))

@@ -23,3 +23,28 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         -c requirements.lock -e ".[$EXTRAS]"
     echo "$want" > "$stamp"
 fi
+
+# Headless Chromium for the browser tests (tests/test_browser_uis.py, driven by playwright):
+# Debian's package, never a browser download. Only when asked (scripts/test.sh asks) and missing.
+# Where it cannot be installed (not root, no apt-get, no package), say why in the venv: the tests
+# then skip with that reason; anywhere else a missing browser fails them.
+if [ "${SPATIALBOOST_BROWSER:-0}" = 1 ]; then
+    note="$VENV/.chromium-unavailable"
+    if command -v chromium >/dev/null 2>&1; then
+        rm -f "$note"
+    elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian's chromium for the browser tests (about 20 s)"
+        export DEBIAN_FRONTEND=noninteractive
+        if apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 \
+                 && apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1; }; then
+            rm -f "$note"
+        else
+            echo "apt-get install chromium failed (no package or no mirror)" > "$note"
+            echo "setup: could not install chromium: the browser tests will skip"
+        fi
+    else
+        echo "not root or no apt-get: install chromium (Debian: apt-get install chromium) to run them" > "$note"
+        echo "setup: chromium is missing and cannot be installed here: the browser tests will skip"
+    fi
+fi

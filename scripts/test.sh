@@ -2,7 +2,7 @@
 # Set up .venv (if needed) and run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+SPATIALBOOST_BROWSER=${SPATIALBOOST_BROWSER:-1} bash scripts/setup.sh  # the browser tests need chromium
 source scripts/env.sh
 set +e
 .venv/bin/python -m pytest "$@"

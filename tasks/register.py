@@ -12,7 +12,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.tracking import Tracker
+from spatialboost.models.card import CardInputs, base_model_of, model_card
+from spatialboost.models.export import read_spec
+from spatialboost.tracking import Tracker, git_commit
 
 
 def numeric_metrics(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
@@ -43,9 +45,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 @task(name="register", retries=0, cache_policy=NO_CACHE)
 def register_task(cfg: SpatialBoostConfig, lock_path: str = "dvc.lock") -> dict[str, Any]:
     """Log the run "pipeline" (params, evaluate + train metrics, report), register train.output/encoder
-    and promote it to champion if it beats the current one; returns the metrics/register.json record."""
+    with its model card (README.md) and promote it to champion if it beats the current one; returns
+    the metrics/register.json record."""
     metrics_dir = Path(cfg.orchestration.metrics_dir)
-    metrics = numeric_metrics(_read_json(metrics_dir / "evaluate.json"))
+    evaluation = _read_json(metrics_dir / "evaluate.json")
+    metrics = numeric_metrics(evaluation)
     metrics |= numeric_metrics(_read_json(metrics_dir / "train.json"), "train.")
     tags = {"dvc.qa_hash": qa_hash(lock_path, cfg.synthesize.output) or "unknown"}
     tracker = Tracker(cfg.tracking, cfg.profile)
@@ -55,6 +59,12 @@ def register_task(cfg: SpatialBoostConfig, lock_path: str = "dvc.lock") -> dict[
         if Path(cfg.evaluate.output).is_dir():
             tracker.log_artifacts(cfg.evaluate.output, "report")
         if cfg.registry.enabled:
-            version = tracker.register_encoder(Path(cfg.train.output) / "encoder", cfg.registry.encoder_name)
+            export = Path(cfg.train.output) / "encoder"
+            card = model_card(CardInputs(
+                model_name=name, spec=read_spec(export), base_model=base_model_of(cfg.train.init, cfg.hub),
+                data_version=tags["dvc.qa_hash"], recipe=cfg.train.model_dump(mode="json"), metrics=evaluation,
+                git_commit=git_commit(), profile=cfg.profile, run_id=run_id,
+            ))
+            version = tracker.register_encoder(export, cfg.registry.encoder_name, model_card=card)
             champion = tracker.promote_if_better(name, version)
     return {"model": name, "version": version, "champion": champion, "run_id": run_id, "tracking_uri": tracker.uri}

@@ -43,16 +43,21 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-def start_prefect_server(home: str, timeout: float = 120) -> tuple[subprocess.Popen, dict[str, str]]:
+def start_prefect_server(
+    home: str, timeout: float = 120, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, dict[str, str]]:
     """`prefect server start` on a free port with its own PREFECT_HOME; returns it and the env that
-    points a client (or a subprocess) at it. Stop it with stop_process."""
+    points a client (or a subprocess) at it. Stop it with stop_process. The UI at
+    http://127.0.0.1:<port> calls this API (PREFECT_UI_API_URL; by default it would call :4200)."""
     port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": home,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

@@ -11,7 +11,7 @@ from spatialboost.config import SpatialBoostConfig, WorldConfig
 from spatialboost.evaluate.report import JSON_METRICS, RUNS
 from spatialboost.evaluate.run import evaluate_pipeline
 from spatialboost.models.export import export_encoder
-from spatialboost.tracking import CANDIDATE, CHAMPION, Tracker
+from spatialboost.tracking import CANDIDATE, CHAMPION, Tracker, download_encoder
 from tests.tiny_vlm import tiny_vlm, train_tiny_tokenizer
 
 
@@ -80,3 +80,12 @@ def test_register_makes_version_1_candidate_and_champion(pipeline: SpatialBoostC
     run = tracker.client.get_run(record["run_id"])
     assert run.data.metrics["boosted.vqa_relative_depth_acc.mean"] == 0.6
     assert run.data.tags["dvc.qa_hash"] == "abc123.dir" and run.data.tags["git.commit"]
+    # the model card, filled from the stage's inputs, is in the version's files and its description
+    folder = download_encoder(f"models:/{record['model']}@champion", tracking_uri=tracker.uri, dst=tmp_path / "dl")
+    card = (folder / "README.md").read_text()
+    assert f"Base encoder: `{pipeline.train.init}`" in card and "`abc123.dir`" in card
+    assert f"`{run.data.tags['git.commit']}`" in card and f"MLflow run: `{record['run_id']}`" in card
+    assert "| 0.6 ± 0.1 | 0.6 ± 0.1 | +0 |" in card and f"- epochs: `{pipeline.train.epochs}`" in card
+    assert not (Path(pipeline.train.output) / "encoder" / "README.md").exists()
+    version = tracker.client.get_model_version(record["model"], "1")
+    assert version.description.startswith("A dinov2 vision encoder made spatially aware")

@@ -67,7 +67,7 @@ def test_mlflow_server_with_s3_artifacts_register_alias_pull(moto_s3: str, tmp_p
 
         keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_s3).list_objects_v2(
             Bucket="spatialboost-test", Prefix="mlflow/")["Contents"]]
-        assert any(k.endswith("encoder.safetensors") for k in keys)  # artefacts really live on S3
+        assert any(k.endswith("model.safetensors") for k in keys)  # artefacts really live on S3
 
         images = np.stack(random_images(2, size=(32, 32)))
         np.save(tmp_path / "images.npy", images)

@@ -93,7 +93,10 @@ def test_pull_in_a_new_process_gives_the_same_features(tracker: Tracker, tmp_pat
 
     # The registered model holds safetensors + JSON only: nothing a loader would unpickle.
     folder = download_encoder(f"models:/spatialboost-dinov2-tiny/{version}", tracking_uri=tracker.uri, dst=tmp_path / "dl")
-    assert sorted(p.name for p in folder.iterdir()) == ["encoder.json", "encoder.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "configuration_spatialboost.py", "encoder.json", "image_processing_spatialboost.py",
+        "model.safetensors", "modeling_spatialboost.py", "preprocessor_config.json",
+    ]  # fmt: skip
     assert not list((tmp_path / "dl").rglob("*.pkl"))
     np.testing.assert_allclose(embed_images(load_exported_encoder(folder), images), expected, atol=1e-6)
 

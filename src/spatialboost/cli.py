@@ -248,21 +248,33 @@ def hub_lock(
 @app.command("pull")
 @_clean_errors
 def pull(
-    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION, e.g. spatialboost-dinov2-small@champion")],
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS or NAME/VERSION, e.g. spatialboost-dinov2-demo@champion")],
     params: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
-    out: Annotated[Path | None, typer.Option(help="download folder (default: models/pulled/<ref>)")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", "--out", help="the encoder folder to write (default: models/pulled/NAME-ALIAS)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="replace OUTPUT if it exists")] = False,
     image: Annotated[Path | None, typer.Option(help="embed this image and print the embedding's shape")] = None,
 ) -> None:
-    """Download an encoder from the MLflow registry (safetensors + config) and check it loads."""
-    from spatialboost.models.export import load_exported_encoder
-    from spatialboost.tracking import download_encoder, embed_images, resolve_tracking_uri
-
+    """Write a registry version's encoder folder (safetensors, configs, transformers remote code,
+    model card) and check it loads. Then: AutoModel.from_pretrained(OUTPUT, trust_remote_code=True),
+    spatialboost.open_clip.create_model(OUTPUT, ...) for OpenCLIP towers, or load_encoder."""
     cfg = _load(params, overrides)
     name, sep, alias = ref.partition("@")
     uri = f"models:/{name}@{alias}" if sep else f"models:/{ref}"
-    dst = out or Path("models/pulled") / ref.replace("@", "-").replace("/", "-")
-    folder = download_encoder(uri, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri), dst=dst)
+    # no "@" in the folder name: transformers imports the remote code under the folder's name
+    dst = output or Path("models/pulled") / ref.replace("@", "-").replace("/", "-")
+    if dst.exists() and not force:  # before the slow imports and the download
+        raise ConfigError(f"{dst} exists; pass --force to replace it")
+    from spatialboost.models.export import load_exported_encoder
+    from spatialboost.tracking import embed_images, pull_encoder, resolve_tracking_uri
+
+    try:
+        folder = pull_encoder(uri, dst, tracking_uri=resolve_tracking_uri(cfg.tracking.tracking_uri), force=force)
+    except FileExistsError as err:
+        raise ConfigError(str(err).replace("force=True (--force)", "--force")) from None
     encoder = load_exported_encoder(folder)
     result: dict[str, object] = {"model_uri": uri, "folder": str(folder)}
     if image is not None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from spatialboost.config import SpatialBoostConfig, TrackingConfig
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 ENCODER_ARTIFACT = "encoder"
+MAX_DESCRIPTION_CHARS = 4000
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -155,20 +158,29 @@ class Tracker:
         """Registered model name of an encoder: `spatialboost-<encoder>`."""
         return f"{self.cfg.registry_prefix}{encoder}"
 
-    def register_encoder(self, export_dir: str | os.PathLike[str], encoder: str) -> int:
+    def register_encoder(self, export_dir: str | os.PathLike[str], encoder: str, model_card: str | None = None) -> int:
         """Log the exported encoder folder as a model of the active run, register a new version of
-        `spatialboost-<encoder>`, point `candidate` at it; returns the version number."""
+        `spatialboost-<encoder>`, point `candidate` at it; returns the version number.
+
+        model_card: README.md text put in the logged folder (the export itself is left untouched:
+        it is a DVC output) and, shortened if need be, the version's description in the registry."""
         name = self.model_name(encoder)
-        with _mlflow_at(self.uri):
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.pyfunc.log_model(
-                    name=ENCODER_ARTIFACT,
-                    loader_module="spatialboost.tracking",
-                    data_path=str(export_dir),
-                    pip_requirements=[f"spatialboost=={__version__}"],
-                    registered_model_name=name,
-                )
+        with contextlib.ExitStack() as stack:
+            folder = Path(export_dir)
+            if model_card is not None:
+                folder = _with_model_card(folder, model_card, Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            with _mlflow_at(self.uri):
+                with mlflow.start_run(run_id=self.run_id):
+                    info = mlflow.pyfunc.log_model(
+                        name=ENCODER_ARTIFACT,
+                        loader_module="spatialboost.tracking",
+                        data_path=str(folder),
+                        pip_requirements=[f"spatialboost=={__version__}"],
+                        registered_model_name=name,
+                    )
         version = int(info.registered_model_version)
+        if model_card is not None:
+            self.client.update_model_version(name, str(version), description=_description(model_card))
         self.client.set_registered_model_alias(name, CANDIDATE, str(version))
         return version
 
@@ -201,6 +213,35 @@ class Tracker:
         return True
 
 
+def _with_model_card(export_dir: Path, card: str, tmp: Path) -> Path:
+    """A copy of `export_dir` under `tmp` (same folder name) with README.md; big files hard-linked
+    when the file system allows, so a ViT-L's weights are not copied."""
+    staged = tmp / export_dir.name
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(export_dir, staged, copy_function=link_or_copy)
+    (staged / "README.md").write_text(card)
+    return staged
+
+
+def _description(card: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
+    """The card without its YAML front matter and title (the registry shows the model's name; its
+    versions table shows the description's first line), cut at a line under `limit` characters
+    (MLflow's database column for descriptions is 5000 characters)."""
+    body = card.split("---\n", 2)[2].lstrip() if card.startswith("---\n") else card
+    if body.startswith("# "):
+        body = body.split("\n", 1)[1].lstrip() if "\n" in body else ""
+    if len(body) <= limit:
+        return body
+    note = "\n\n(the full model card is README.md in this version's files)"
+    return body[: body.rfind("\n", 0, limit - len(note))] + note
+
+
 def download_encoder(model_uri: str, tracking_uri: str | None = None, dst: str | os.PathLike[str] | None = None) -> Path:
     """Download `models:/NAME@ALIAS` (or a version) and return the exported encoder folder in it."""
     uri = resolve_tracking_uri(tracking_uri or mlflow.get_tracking_uri())
@@ -208,6 +249,26 @@ def download_encoder(model_uri: str, tracking_uri: str | None = None, dst: str |
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
     flavours = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
     return local / flavours["python_function"]["data"]
+
+
+def pull_encoder(
+    model_uri: str, output: str | os.PathLike[str], tracking_uri: str | None = None, force: bool = False
+) -> Path:
+    """Download `models:/NAME@ALIAS` and make `output` exactly the encoder folder (weights, configs,
+    remote code, model card): what `AutoModel.from_pretrained(output, trust_remote_code=True)`,
+    `spatialboost.open_clip` and `load_encoder` read. Written atomically; an existing `output` is
+    replaced only with `force`."""
+    output = Path(output)
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} exists; pass force=True (--force) to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.pull-") as tmp:
+        folder = download_encoder(model_uri, tracking_uri, dst=tmp)
+        old = Path(tmp) / "previous"
+        if output.exists():
+            output.rename(old)
+        folder.rename(output)
+    return output
 
 
 def load_encoder(model_uri: str, tracking_uri: str | None = None, device: str = "cpu") -> Any:
