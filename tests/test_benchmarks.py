@@ -195,8 +195,8 @@ def test_paper_profile_evaluates_every_benchmark_for_baseline_and_boosted(paper_
     assert cfg.world.n_train == 0 and list(metrics) == ["baseline", "boosted", "protocol"]
     expected = {
         "nyu": {"depth_rmse", "depth_absrel", "depth_delta1"}, "kitti": {"depth_rmse", "depth_absrel", "depth_delta1"},
-        "ade20k": {"seg_miou", "seg_pixel_acc"}, "voc": {"seg_miou", "seg_pixel_acc"}, "imagenet": {"cls_top1"},
-        "cifar100": {"cls_top1"}, "blink": {"relative_depth_acc"},
+        "ade20k": {"seg_miou", "seg_pixel_acc"}, "voc": {"seg_miou", "seg_pixel_acc"}, "imagenet": {"cls_top1", "cls_majority"},
+        "cifar100": {"cls_top1", "cls_majority"}, "blink": {"relative_depth_acc"},
         "spatialrgpt": {"qualitative_acc", "quantitative_acc", "overall_acc"},
     }  # fmt: skip
     for run in ("baseline", "boosted"):

@@ -24,7 +24,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SpatialBoostConfig:
     world = WorldConfig(root=str(root / "world"), n_train=8, n_test=4, width=48, height=48, objects_per_scene=(2, 4))
     render_dataset(world, world.root, progress=False)
     tokenizer = train_tiny_tokenizer(root / "tok")
-    for seed, folder in ((0, root / "init"), (1, root / "boosted" / "vlm")):
+    boosted = root / "boosted"
+    runs = ((0, root / "init"), (1, boosted / "vlm"), (2, boosted / "seeds" / "3" / "vlm"), (4, boosted / "control" / "vlm"),
+            (5, boosted / "control" / "seeds" / "3" / "vlm"))  # fmt: skip
+    for seed, folder in runs:
         vlm = tiny_vlm(tokenizer, family="dinov2", seed=seed)
         vlm.save(folder)
         tokenizer.save_pretrained(folder / "language_model")
@@ -33,7 +36,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SpatialBoostConfig:
     return SpatialBoostConfig.model_validate({
         "world": world.model_dump(),
         "data": {"uri": world.root},
-        "train": {"init": str(root / "init"), "output": str(root / "boosted")},
+        "train": {"init": str(root / "init"), "output": str(root / "boosted"), "replicate_seeds": [3], "control": True},
         "evaluate": {"output": str(root / "report"), "cache_dir": str(root / "features"), "bench_dir": str(root / "bench"),
                      "seeds": [0], "learning_rates": [1e-2], "epochs": 2, "max_vqa_items": 3, "max_new_tokens": 4,
                      "n_depth_examples": 2},
@@ -46,7 +49,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SpatialBoostConfig:
 def test_evaluate_pipeline_writes_metrics_and_report(pipeline: SpatialBoostConfig) -> None:
     result = evaluate_pipeline(pipeline)
     metrics = result["metrics"]
-    assert list(metrics) == list(RUNS) and all(list(metrics[run]) == list(JSON_METRICS) for run in RUNS)
+    assert list(metrics) == [*RUNS, "floor", "control", "effects"]
+    assert all(list(metrics[run]) == list(JSON_METRICS) for run in RUNS)
+    assert metrics["boosted"]["depth_rmse"]["n"] == 2 and metrics["control"]["depth_rmse"]["n"] == 2
+    assert "vqa_relative_depth_acc" not in metrics["control"]  # the control is probed, not quizzed
+    assert metrics["effects"]["depth_rmse_objects"]["verdict"] in {"better", "worse", "no effect"}
+    low, high = metrics["boosted"]["vqa_relative_depth_acc"]["interval95"]
+    assert 0.0 <= low <= metrics["boosted"]["vqa_relative_depth_acc"]["mean"] <= high <= 1.0
+    assert set(result["detail"]) == {"baseline", "boosted-0", "boosted-1", "control-0", "control-1"}
     for run in RUNS:
         for name in ("depth_rmse", "depth_absrel", "seg_miou", "vqa_relative_depth_acc"):
             assert isinstance(metrics[run][name]["mean"], float), (run, name)
