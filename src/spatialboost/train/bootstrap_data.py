@@ -175,11 +175,23 @@ def point_questions(
     questions = []
     for i, (x, y, what) in enumerate(points):
         at, the_point = (f"point {LETTERS[i]}", f"point {LETTERS[i]}") if marks else (f"({x}, {y})", f"the point ({x}, {y})")
-        if what not in BACKGROUND and rng.random() < 0.5:  # an object, "the red cube": ask its colour
+        kind = rng.random()
+        if marks and kind < 1 / 3:  # where a mark is: its pixel coordinates, read from the image (RefCOCO-style)
+            questions.append((f"Where is {at} in the image?", f"Point {LETTERS[i]} is at ({x}, {y}).", "point_where"))
+        elif what not in BACKGROUND and kind < 2 / 3:  # an object, "the red cube": ask its colour
             colour = what.split()[1]
             questions.append((f"What colour is the object at {at}?", f"The object at {at} is {colour}.", "point"))
         else:
             questions.append((f"What is at {the_point}?", f"{the_point[:1].upper()}{the_point[1:]} is on {what}.", "point"))
+    if marks and len(points) >= 2:  # two marks compared in the image plane (GQA-style 2D relations; no depth)
+        (xa, ya, _), (xb, yb, _) = points[:2]
+        axis = int(rng.integers(2))
+        gap = (ya - yb, xa - xb)[axis]
+        if abs(gap) >= 8:
+            words = (("higher", "lower"), ("further left", "further right"))[axis]
+            first = words[0] if gap < 0 else words[1]
+            questions.append((f"Is point A {words[0]} or {words[1]} in the image than point B?",
+                              f"Point A is {first} in the image than point B.", "point_relation"))  # fmt: skip
     return questions
 
 
