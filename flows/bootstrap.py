@@ -1,7 +1,8 @@
 """DVC stage `bootstrap` (demo profile): pre-train a small encoder (semantic objective only) and a
 small LLM with its own tokenizer, then LLaVA's align and instruct stages: the baseline to boost.
 With bootstrap.enabled false (the paper profile: released weights) it writes a SKIPPED.json marker
-and metrics saying why, and succeeds."""
+and metrics saying why, and succeeds. With bootstrap.release set it installs that released
+bootstrap (verified against the configured recipe) instead of training."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flows._stage import run_stage
 from spatialboost.config import load_config
 from spatialboost.skipping import skip_reason
 from tasks.metrics import mark_skipped_task, write_metrics
-from tasks.train import bootstrap_task
+from tasks.train import bootstrap_task, install_release_task
 
 
 @flow(name="bootstrap")
@@ -21,7 +22,12 @@ def bootstrap_flow(params: str = "params.yaml", overrides: list[str] | None = No
     """Write bootstrap.output (encoder/, vlm/) and metrics/bootstrap.json."""
     cfg = load_config(params, overrides)
     reason = skip_reason(cfg, "bootstrap")
-    metrics = mark_skipped_task(cfg.bootstrap.output, "bootstrap", reason) if reason else bootstrap_task(cfg)
+    if reason:
+        metrics = mark_skipped_task(cfg.bootstrap.output, "bootstrap", reason)
+    elif cfg.bootstrap.release:
+        metrics = install_release_task(cfg)
+    else:
+        metrics = bootstrap_task(cfg)
     write_metrics(cfg.orchestration.metrics_dir, "bootstrap", metrics)
     return metrics
 

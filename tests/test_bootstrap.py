@@ -3,6 +3,7 @@ outputs that load through the paper profile's code paths, determinism and resume
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -223,3 +224,29 @@ def test_spatial_text_is_the_synthesized_conversation_of_own_scenes_without_the_
                 assert abs(metres - float(depth_of[image_id][y, x])) <= 0.051, turn["value"]
                 checked += 1
     assert checked > 0
+
+
+def test_a_released_bootstrap_installs_verified_and_refuses_another_recipe(first_run, world, tmp_path):
+    from spatialboost.train.release import ReleaseMismatch, install_release, verify_release, write_release
+
+    out, metrics = first_run
+    cfg = tiny_config(world)
+    release = write_release(cfg, out, tmp_path / "releases" / "demo-bootstrap")
+    manifest = verify_release(cfg, release)
+    assert {"vlm/vlm.json", "encoder/config.json", "metrics.json", "recipe.json", "README.md"} <= set(manifest)
+    assert "instruct exact match" in (release / "README.md").read_text()
+    installed = install_release(cfg, release, tmp_path / "models" / "bootstrap")
+    assert installed["installed_from"] == str(release) and installed["wall_s"] == metrics["wall_s"]
+    for name, digest in manifest.items():  # the stage's output is the release, byte for byte
+        assert hashlib.sha256((tmp_path / "models" / "bootstrap" / name).read_bytes()).hexdigest() == digest
+    vlm = SpatialVLM.load(tmp_path / "models" / "bootstrap" / "vlm")
+    assert vlm.language_model.config.hidden_size == 32
+
+    other = validate_config({**cfg.model_dump(mode="json"), "bootstrap": {**cfg.bootstrap.model_dump(mode="json"),
+                             "llm": {**cfg.bootstrap.llm.model_dump(), "num_layers": 2}}})  # fmt: skip
+    with pytest.raises(ReleaseMismatch, match=r"bootstrap\.llm\.num_layers"):
+        install_release(other, release, tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+    (release / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="sha256"):
+        verify_release(cfg, release)

@@ -40,6 +40,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
 app.add_typer(data_app, name="data")
 app.add_typer(hub_app, name="hub")
+bootstrap_app = typer.Typer(help="The demo's pre-trained LVLM: train it, or release it for fresh clones.", no_args_is_help=True)
+app.add_typer(bootstrap_app, name="bootstrap")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (demo: params.yaml, GPU: configs/paper.yaml)")]
 SetOpt = Annotated[
@@ -157,6 +159,44 @@ def synthesize(
     cfg = _load(params, overrides)
     summary = run_synthesis(cfg.extract.output, cfg.synthesize, cfg.data.uri, progress=progress)
     typer.echo(json.dumps(summary))
+
+
+@bootstrap_app.command("run")
+@_clean_errors
+def bootstrap_run(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
+    """Train the bootstrap recipe into bootstrap.output (what the stage does with bootstrap.release null)."""
+    from spatialboost.train.bootstrap import run_bootstrap
+
+    cfg = _load(params, overrides)
+    metrics = run_bootstrap(cfg, cfg.bootstrap.output)
+    typer.echo(json.dumps({"output": cfg.bootstrap.output, "wall_s": metrics.get("wall_s")}))
+
+
+@bootstrap_app.command("release")
+@_clean_errors
+def bootstrap_release(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    output: Annotated[Path | None, typer.Option(help="release folder (default: bootstrap.release)")] = None,
+    trained: Annotated[
+        Path | None, typer.Option(help="package this finished bootstrap instead of training one now")
+    ] = None,
+) -> None:
+    """Run the bootstrap recipe (or take --trained) and write a release folder: weights, model
+    card, recipe.json and sha256 manifest, to commit; the stage then installs it in a clone."""
+    from spatialboost.train.bootstrap import run_bootstrap
+    from spatialboost.train.release import write_release
+
+    cfg = _load(params, overrides)
+    target = output or (Path(cfg.bootstrap.release) if cfg.bootstrap.release else None)
+    if target is None:
+        raise ConfigError("no release folder: give --output or set bootstrap.release")
+    source = trained
+    if source is None:
+        source = Path(cfg.bootstrap.output)
+        run_bootstrap(cfg, source)
+    folder = write_release(cfg, source, target)
+    typer.echo(json.dumps({"release": str(folder), "from": str(source)}))
 
 
 ParamsFileOpt = Annotated[Path, typer.Option("--params", "-p", help="the active params file")]

@@ -559,6 +559,11 @@ class BootstrapConfig(_Section):
 
     enabled: bool = Field(True, description="False: the LVLM comes from released weights (paper profile)")
     output: str = Field("models/bootstrap", description="folder of encoder/, tokenizer/, llm/, vlm/ and metrics.json")
+    release: str | None = Field(
+        None,
+        description="a released bootstrap folder (train/release.py, made by `spatialboost bootstrap release`): the stage "
+        "verifies it against this recipe and installs it instead of training; null = train here",
+    )
     seed: int = Field(0, ge=0, description="seed of model initialisation, question sampling and the extra scenes")
     extra_scenes: int = Field(768, ge=0, description="scenes rendered in memory (own seed) and added to the world train split for pre-training")
     eval_scenes: int = Field(64, ge=0, description="world test images used for the held-out metrics (0 = none)")
