@@ -581,6 +581,12 @@ class BootstrapConfig(_Section):
         256, ge=0,
         description="scenes (rendered in memory, own seed) whose spatial conversations the LLM reads as text, image left out, in the language and instruct phases: the answer language the boost stage's frozen LLM needs",
     )  # fmt: skip
+    spatial_images: bool = Field(
+        False,
+        description="the instruct phase reads the spatial_text_scenes conversations with their images (the LLM and "
+        "projector learn to answer spatial questions from the frozen encoder's tokens, as LLaVA does on its mix's "
+        "spatial QA); false = as text only. The encoder never trains on them",
+    )
     num_threads: int | None = Field(
         None, ge=1, description="torch CPU threads while bootstrapping; None = torch's default (1 is fastest for these small models on a busy machine)"
     )

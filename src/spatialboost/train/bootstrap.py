@@ -78,7 +78,7 @@ from spatialboost.train.bootstrap_encoder import (
 )
 from spatialboost.train.data import ConversationDataset
 from spatialboost.train.loop import MetricsLogger, TrainResult, train
-from spatialboost.train.spatial_text import rendered_sample, spatial_text_records
+from spatialboost.train.spatial_text import rendered_sample, spatial_conversations
 from spatialboost.world.dataset import render_image
 
 HeldOut = tuple[str, str, str, str, tuple[Mark, ...]]
@@ -131,14 +131,17 @@ def run_bootstrap(
         encoder = run.encoder_phase(train_images, test_images)
         records = conversation_records(cfg, train_images)
         with run.timed("spatial_text"):
-            spatial_text = spatial_text_records(cfg, spatial_text_samples(cfg))
+            spatial = spatial_conversations(cfg, spatial_text_samples(cfg))
+            spatial_text = [text for text, _, _ in spatial]
             records["language"] += spatial_text
-            records["instruct"] += spatial_text
+            # instruct: with their images (spatial_images) the LLM + projector learn to read the frozen
+            # encoder's tokens for spatial answers, as LLaVA does on its mix's spatial QA; else text only
+            records["instruct"] += [image for _, image, _ in spatial] if cfg.bootstrap.spatial_images else spatial_text
             run.metrics["data"] |= {"spatial_text_scenes": cfg.bootstrap.spatial_text_scenes,  # the rest: quarantined or empty
                                     "spatial_text_conversations": len(spatial_text)}  # fmt: skip
         tokenizer = run.tokenizer_phase(records)
         vlm = new_vlm(cfg, encoder, tokenizer)
-        images = {**train_images.lookup(), **test_images.lookup()}
+        images = {**train_images.lookup(), **test_images.lookup(), **{rec["image"]: rgb for _, rec, rgb in spatial}}
         run.language_phase(vlm, tokenizer, records["language"])
         run.align_phase(vlm, tokenizer, records["align"], images, test_images)
         run.instruct_phase(vlm, tokenizer, records["instruct"], images, test_images)

@@ -53,7 +53,16 @@ def spatial_text_records(cfg: SpatialBoostConfig, samples: Iterable[RGBDSample])
     """One text-only forward-order conversation per sample whose scene extracts (ground truth,
     cfg.extract's geometry; cfg.synthesize's templates, units and turn mix). Scenes the
     extraction quarantines (too few usable objects) give none."""
-    records = []
+    return [text for text, _, _ in spatial_conversations(cfg, samples)]
+
+
+def spatial_conversations(
+    cfg: SpatialBoostConfig, samples: Iterable[RGBDSample]
+) -> list[tuple[dict[str, Any], dict[str, Any], np.ndarray]]:
+    """(text-only record, image record, image) per sample whose scene extracts: the same
+    conversation without and with its image (the image record names the sample's id as its
+    image, with its point marks, for an image loader keyed by id)."""
+    out = []
     for sample in samples:
         scene = scene_or_failure(observation_of(sample, "", PROVENANCE), cfg.extract, cfg.seed)
         if not isinstance(scene, SceneRecord):
@@ -62,8 +71,10 @@ def spatial_text_records(cfg: SpatialBoostConfig, samples: Iterable[RGBDSample])
         for conv_id, turns in ordered(conversation, "forward", cfg.synthesize.seed):
             if not turns:
                 continue
+            ref = sample.row.id
+            with_image = llava_record(f"spatial-image-{conv_id}", ref, turns, conversation.marks_of(turns))
             record = llava_record(f"spatial-text-{conv_id}", "", turns)
             first = record["conversations"][0]
             first["value"] = first["value"].removeprefix(IMAGE_TOKEN).removeprefix("\n")
-            records.append({"id": record["id"], "conversations": record["conversations"]})
-    return records
+            out.append(({"id": record["id"], "conversations": record["conversations"]}, with_image, sample.rgb))
+    return out
