@@ -56,14 +56,20 @@ def test_a_bad_variant_fails_when_the_params_load_not_an_hour_later() -> None:
 
 
 def test_claims_are_decided_by_the_numbers() -> None:
-    base = {"depth_rmse": 5.0, "cls_top1": 0.50, "vqa_relative_depth_acc": 0.5}
+    base = {"depth_rmse_objects": 5.0, "cls_top1": 0.50, "vqa_relative_depth_acc": 0.5}
     order = [
-        _result("turn_order", "synthesize.order", "forward", base, {"depth_rmse": 4.0, "vqa_relative_depth_acc": 0.7}),
-        _result("turn_order", "synthesize.order", "reversed", base, {"depth_rmse": 4.5, "vqa_relative_depth_acc": 0.6}),
-        _result("turn_order", "synthesize.order", "shuffled", base, {"depth_rmse": 3.9, "vqa_relative_depth_acc": 0.65}),
+        _result("turn_order", "synthesize.order", "forward", base, {"depth_rmse_objects": 4.0, "vqa_relative_depth_acc": 0.8}),
+        _result("turn_order", "synthesize.order", "reversed", base, {"depth_rmse_objects": 4.5, "vqa_relative_depth_acc": 0.6}),
+        _result("turn_order", "synthesize.order", "shuffled", base, {"depth_rmse_objects": 3.9, "vqa_relative_depth_acc": 0.65}),
     ]
     verdicts = {c["metric"]: c["verdict"] for c in check_claims(order)}
-    assert verdicts == {"vqa_relative_depth_acc": "met", "depth_rmse": "missed"}  # shuffled has the lower RMSE
+    assert verdicts == {"vqa_relative_depth_acc": "met", "depth_rmse_objects": "missed"}  # shuffled: lower RMSE
+    noisy = [_result(r.variant.set_name, r.variant.key, r.variant.value, base, {}, ) for r in order]
+    for r, values in zip(noisy, ({"vqa_relative_depth_acc": 0.70}, {"vqa_relative_depth_acc": 0.66},
+                                 {"vqa_relative_depth_acc": 0.69}), strict=True):  # fmt: skip
+        r.evaluate["boosted"]["vqa_relative_depth_acc"] = {"mean": values["vqa_relative_depth_acc"], "std": 0.03}
+    verdicts = {c["metric"]: c["verdict"] for c in check_claims(noisy)}
+    assert verdicts["vqa_relative_depth_acc"] == "no difference beyond the seed spread"  # +0.01..0.04 vs 2 x 0.042
     adapter = [
         _result("adapter", "train.adapter", "dual_channel", base, {"cls_top1": 0.49}),
         _result("adapter", "train.adapter", "full", base, {"cls_top1": 0.40}),

@@ -1,0 +1,226 @@
+"""Can the boost's gradient reach the image token a question is about? Two measurements.
+
+    python benchmarks/point_reference.py learn --refs pixel|norm|marks [--layers 2] [--steps 300]
+    python benchmarks/point_reference.py locality --vlm models/bootstrap/vlm --data data/qa [--digits]
+
+The boost stage freezes the LLM, so the encoder only learns what the frozen LLM's answer loss
+sends back to the image tokens. "What is the depth at (107, 77)?" can teach the token at
+(107, 77) about depth only if the gradient of the answer lands there.
+
+`learn`: a fresh LLM + projector on the demo's frozen encoder, trained (instruct stage, the one
+loop) on referring questions alone ("What is at the point P?" -> "... is on the red cube") for
+--steps, P named by pixel coordinates, by normalised coordinates (LLaVA-1.5's region format) or
+by a drawn mark (data/marks.py). Held out: the share of answers naming the right thing, and
+the share of the answer's gradient norm^2 (w.r.t. the projected image tokens) on the token of
+P, against the uniform share 1/N.
+
+`locality`: the same gradient share for the first pixel-level turn of real boost conversations
+(the depth at one point) through a given VLM, the loss on the whole answer or (--digits) on its
+digit tokens only.
+
+Each run adds an entry to results/point_reference.json (command, machine, date) and rewrites
+results/point_reference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spatialboost.config import load_config
+from spatialboost.data.marks import Mark, draw_marks
+from spatialboost.models.encoders import Dinov2Encoder
+from spatialboost.models.tokenizer import load_tokenizer
+from spatialboost.runtime import torch_threads
+from spatialboost.train.bootstrap import _loop_config, generate_answers, new_vlm
+from spatialboost.train.bootstrap_data import referring_points
+from spatialboost.train.data import ConversationDataset, SFTCollator, load_conversations
+from spatialboost.train.loop import train
+from spatialboost.train.stage import load_initial_model
+from spatialboost.world.dataset import render_image
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int, int]) -> float:
+    """Share of the loss gradient's norm^2 over the projected image tokens that falls on the token of point."""
+    features: dict[str, torch.Tensor] = {}
+    original = vlm.image_features
+
+    def keep(pixels: torch.Tensor) -> torch.Tensor:
+        out = original(pixels)
+        out.retain_grad()
+        features["out"] = out
+        return out
+
+    vlm.image_features = keep
+    try:
+        vlm.zero_grad()
+        vlm(**batch).loss.backward()
+    finally:
+        vlm.image_features = original
+    energy = (features["out"].grad[0] ** 2).sum(-1)  # (N,)
+    side = int(round(energy.numel() ** 0.5))
+    energy = energy.reshape(side, side)
+    (x, y), (height, width) = point, size
+    return float(energy[min(side - 1, y * side // height), min(side - 1, x * side // width)] / energy.sum())
+
+
+def learn(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = load_config(args.params, [f"bootstrap.llm.num_layers={args.layers}", f"bootstrap.llm.hidden_size={args.hidden}",
+                                    f"bootstrap.llm.intermediate_size={3 * args.hidden}"])  # fmt: skip
+    encoder = Dinov2Encoder.from_pretrained(Path(args.bootstrap) / "encoder")
+    encoder.requires_grad_(False)
+    tokenizer = load_tokenizer(Path(args.bootstrap) / "tokenizer")
+    width, height = cfg.world.width, cfg.world.height
+
+    def name(x: int, y: int) -> str:
+        if args.refs == "marks":
+            return "point A"
+        if args.refs == "pixel":
+            return f"the point ({x}, {y})"
+        return f"the point ({(x + 0.5) / width:.2f}, {(y + 0.5) / height:.2f})"
+
+    def make(split_seed: int, n: int, per_image: int) -> tuple[dict, list, list]:
+        rng = np.random.default_rng(split_seed)
+        world = cfg.world.model_copy(update={"seed": cfg.world.seed + 1000 + split_seed})
+        images, records, items = {}, [], []
+        for i in range(n):
+            rendering, annotation = render_image(world, "bootstrap", i, f"r{split_seed}-{i}")
+            for j, (x, y, what) in enumerate(referring_points(rendering.instances, rendering.depth, annotation, rng,
+                                                              per_image, 30)):  # fmt: skip
+                ref = f"r{split_seed}-{i}-{j}"
+                marks = [Mark("A", x, y)] if args.refs == "marks" else []
+                images[ref] = draw_marks(rendering.rgb, marks)
+                question, answer = f"What is at {name(x, y)}?", f"{name(x, y)[:1].upper()}{name(x, y)[1:]} is on {what}."
+                records.append({"id": ref, "image": ref, "conversations": [
+                    {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})  # fmt: skip
+                items.append((ref, question, answer, what, (x, y)))
+        return images, records, items
+
+    start = time.perf_counter()
+    train_images, records, _ = make(1, args.images, 4)
+    test_images, test_records, items = make(2, 64, 3)
+    vlm = new_vlm(cfg, encoder, tokenizer)
+    loop = _loop_config(cfg.train, stage="instruct", seed=0, epochs=1, max_steps=args.steps, lr=1e-3,
+                        global_batch_size=32, micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
+    data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=512,
+                               image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
+    result = train(vlm, data, loop, Path(args.out) / "run", None, False, name="point_reference")
+    vlm.eval()
+    answers = generate_answers(vlm, tokenizer, [(test_images[ref], q) for ref, q, *_ in items], 24)
+    named = [a.strip().rstrip(".").endswith(what) for a, (_, _, _, what, _) in zip(answers, items, strict=True)]
+    test = ConversationDataset(test_records, tokenizer, encoder.preprocess, max_length=512,
+                               image_loader=test_images.__getitem__)  # fmt: skip
+    collate = SFTCollator(tokenizer.pad_token_id)
+    shares = [gradient_share(vlm, collate([test[i]]).inputs(torch.device("cpu")), items[i][4], (height, width))
+              for i in range(min(60, len(items)))]  # fmt: skip
+    n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
+    return {"refs": args.refs, "llm": f"{args.layers} layers x {args.hidden}", "steps": result.steps,
+            "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
+            "grad_share_at_point": float(np.mean(shares)), "uniform_share": 1 / n_tokens, "n_items": len(items),
+            "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+
+def locality(args: argparse.Namespace) -> dict[str, Any]:
+    vlm, tokenizer = load_initial_model(args.vlm)
+    vlm.eval()
+    firsts = []
+    for record in load_conversations(args.data):
+        if not record["id"].startswith("train") or len(firsts) >= args.n:
+            continue
+        question = record["conversations"][0]["value"]
+        if "depth" not in question.lower():
+            continue
+        if record.get("marks"):
+            label = re.search(r"point ([A-H])\b", question)
+            if label is None:
+                continue
+            mark = next(m for m in record["marks"] if m["label"] == label.group(1))
+            point = (mark["x"], mark["y"])
+        else:
+            found = re.search(r"\((\d+), (\d+)\)", question)
+            if found is None:
+                continue
+            point = (int(found.group(1)), int(found.group(2)))
+        firsts.append(({**record, "conversations": record["conversations"][:2]}, point))
+    cfg = load_config(args.params)
+    data = ConversationDataset([r for r, _ in firsts], tokenizer, vlm.encoder.preprocess, image_root=args.image_root,
+                               max_length=768)  # fmt: skip
+    collate = SFTCollator(tokenizer.pad_token_id)
+    shares = []
+    for i, (_, point) in enumerate(firsts):
+        batch = collate([data[i]]).inputs(torch.device("cpu"))
+        if args.digits:  # only the answer's digit tokens: the depth value itself
+            labels = batch["labels"]
+            keep = torch.tensor([[t >= 0 and tokenizer.convert_ids_to_tokens(int(t)).strip().isdigit() for t in row]
+                                 for row in labels])  # fmt: skip
+            batch["labels"] = torch.where(keep, labels, torch.full_like(labels, -100))
+        shares.append(gradient_share(vlm, batch, point, (cfg.world.height, cfg.world.width)))
+    n_tokens = vlm.encoder(torch.zeros(1, 3, *vlm.encoder.preprocess.size)).patch_tokens.shape[1]
+    return {"vlm": args.vlm, "data": args.data, "loss_on": "digits" if args.digits else "answer",
+            "grad_share_at_point": float(np.mean(shares)), "uniform_share": 1 / n_tokens, "n_items": len(shares)}  # fmt: skip
+
+
+def write_markdown(entries: dict[str, Any]) -> None:
+    lines = ["# Does the answer's gradient reach the token the question is about?", "",
+             "`python benchmarks/point_reference.py` (module docstring). Gradient share: the share of the answer",
+             "loss's gradient norm² (w.r.t. the projected image tokens) on the token of the asked point; uniform = 1/N.",
+             ""]  # fmt: skip
+    for label, entry in entries.items():
+        result = entry["result"]
+        lines += [f"## {label}", "", f"{entry['date']}, {entry['machine']}. `{entry['command']}`", ""]
+        if entry.get("note"):
+            lines += [entry["note"], ""]
+        lines += ["| " + " | ".join(result) + " |", "|" + "---|" * len(result),
+                  "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in result.values()) + " |", ""]  # fmt: skip
+    (RESULTS / "point_reference.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--note", default="")
+    sub = parser.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("learn")
+    a.add_argument("--refs", choices=("pixel", "norm", "marks"), required=True)
+    a.add_argument("--layers", type=int, default=2)
+    a.add_argument("--hidden", type=int, default=128)
+    a.add_argument("--steps", type=int, default=300)
+    a.add_argument("--images", type=int, default=1024)
+    a.add_argument("--bootstrap", default="models/bootstrap", help="its encoder/ and tokenizer/ are used")
+    a.add_argument("--out", default="models/exp/point_reference")
+    b = sub.add_parser("locality")
+    b.add_argument("--vlm", required=True)
+    b.add_argument("--data", default="data/qa")
+    b.add_argument("--image-root", default="data/world")
+    b.add_argument("--n", type=int, default=64)
+    b.add_argument("--digits", action="store_true")
+    args = parser.parse_args()
+    with torch_threads(1):
+        result = learn(args) if args.what == "learn" else locality(args)
+    path = RESULTS / "point_reference.json"
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    entries[args.label] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           "machine": f"{platform.platform()}, torch {torch.__version__}, 1 thread",
+                           "command": shlex.join(["python", "benchmarks/point_reference.py", *sys.argv[1:]]),
+                           "note": args.note, "result": result}  # fmt: skip
+    path.write_text(json.dumps(entries, indent=1) + "\n")
+    write_markdown(entries)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
