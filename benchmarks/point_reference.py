@@ -80,9 +80,14 @@ def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int
 def learn(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.params, [f"bootstrap.llm.num_layers={args.layers}", f"bootstrap.llm.hidden_size={args.hidden}",
                                     f"bootstrap.llm.intermediate_size={3 * args.hidden}"])  # fmt: skip
-    encoder = Dinov2Encoder.from_pretrained(Path(args.bootstrap) / "encoder")
+    if args.init:  # continue from a trained VLM (its LLM and projector) instead of a fresh LLM
+        vlm, tokenizer = load_initial_model(args.init)
+        encoder = vlm.encoder
+    else:
+        encoder = Dinov2Encoder.from_pretrained(Path(args.bootstrap) / "encoder")
+        tokenizer = load_tokenizer(Path(args.bootstrap) / "tokenizer")
+        vlm = None
     encoder.requires_grad_(False)
-    tokenizer = load_tokenizer(Path(args.bootstrap) / "tokenizer")
     width, height = cfg.world.width, cfg.world.height
 
     def name(x: int, y: int) -> str:
@@ -112,7 +117,7 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     train_images, records, _ = make(1, args.images, 4)
     test_images, test_records, items = make(2, 64, 3)
-    vlm = new_vlm(cfg, encoder, tokenizer)
+    vlm = vlm or new_vlm(cfg, encoder, tokenizer)
     loop = _loop_config(cfg.train, stage="instruct", seed=0, epochs=1, max_steps=args.steps, lr=1e-3,
                         global_batch_size=32, micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
     data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=512,
@@ -127,7 +132,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     shares = [gradient_share(vlm, collate([test[i]]).inputs(torch.device("cpu")), items[i][4], (height, width))
               for i in range(min(60, len(items)))]  # fmt: skip
     n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
-    return {"refs": args.refs, "llm": f"{args.layers} layers x {args.hidden}", "steps": result.steps,
+    return {"refs": args.refs, "llm": f"from {args.init}" if args.init else f"fresh, {args.layers} layers x {args.hidden}",
+            "steps": result.steps,
             "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
             "grad_share_at_point": float(np.mean(shares)), "uniform_share": 1 / n_tokens, "n_items": len(items),
             "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
@@ -201,6 +207,7 @@ def main() -> None:
     a.add_argument("--steps", type=int, default=300)
     a.add_argument("--images", type=int, default=1024)
     a.add_argument("--bootstrap", default="models/bootstrap", help="its encoder/ and tokenizer/ are used")
+    a.add_argument("--init", default=None, help="start from this VLM folder (its LLM and projector) instead of a fresh LLM")
     a.add_argument("--out", default="models/exp/point_reference")
     b = sub.add_parser("locality")
     b.add_argument("--vlm", required=True)

@@ -175,10 +175,9 @@ def point_questions(
     questions = []
     for i, (x, y, what) in enumerate(points):
         at, the_point = (f"point {LETTERS[i]}", f"point {LETTERS[i]}") if marks else (f"({x}, {y})", f"the point ({x}, {y})")
-        kind = rng.random()
-        if marks and kind < 1 / 3:  # where a mark is: its pixel coordinates, read from the image (RefCOCO-style)
+        if marks and rng.random() < 1 / 3:  # where a mark is: its pixel coordinates, read from the image (RefCOCO-style)
             questions.append((f"Where is {at} in the image?", f"Point {LETTERS[i]} is at ({x}, {y}).", "point_where"))
-        elif what not in BACKGROUND and kind < 2 / 3:  # an object, "the red cube": ask its colour
+        elif what not in BACKGROUND and rng.random() < 0.5:  # an object, "the red cube": ask its colour
             colour = what.split()[1]
             questions.append((f"What colour is the object at {at}?", f"The object at {at} is {colour}.", "point"))
         else:
