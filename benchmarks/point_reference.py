@@ -124,6 +124,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
                                image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
     result = train(vlm, data, loop, Path(args.out) / "run", None, False, name="point_reference")
     vlm.eval()
+    vlm.save(Path(args.out) / "vlm")  # for `locality` on boost conversations
+    tokenizer.save_pretrained(Path(args.out) / "vlm" / "language_model")
     answers = generate_answers(vlm, tokenizer, [(test_images[ref], q) for ref, q, *_ in items], 24)
     named = [a.strip().rstrip(".").endswith(what) for a, (_, _, _, what, _) in zip(answers, items, strict=True)]
     test = ConversationDataset(test_records, tokenizer, encoder.preprocess, max_length=512,

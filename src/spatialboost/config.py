@@ -581,6 +581,11 @@ class BootstrapConfig(_Section):
         256, ge=0,
         description="scenes (rendered in memory, own seed) whose spatial conversations the LLM reads as text, image left out, in the language and instruct phases: the answer language the boost stage's frozen LLM needs",
     )  # fmt: skip
+    mark_conversations: int = Field(
+        0, ge=0, le=8,
+        description="marks only: single-turn conversations per image about one marked point (what / colour / where): "
+        "the LLM learns to find a mark among the image tokens, which the boost's pixel-level turns need",
+    )
     spatial_images: bool = Field(
         False,
         description="the instruct phase reads the spatial_text_scenes conversations with their images (the LLM and "

@@ -64,6 +64,7 @@ from spatialboost.train.bootstrap_data import (
     caption_record,
     instruct_record,
     language_record,
+    mark_record,
     multilabel_targets,
     referring_points,
     tokenizer_corpus,
@@ -204,13 +205,19 @@ def conversation_records(cfg: SpatialBoostConfig, images: WorldImages) -> dict[s
         instruct_record(ref, objects, questions, cfg.bootstrap.questions_per_image, points, marks)[0]
         for ref, objects, points in zip(images.refs, images.objects, images.points, strict=True)
     ]
+    mark_rng = np.random.default_rng([seed, 7])
+    marked = [  # image-only: their text alone answers nothing, so they stay out of the language phase
+        mark_record(ref, points[j % len(points)], mark_rng, j)
+        for ref, points in zip(images.refs, images.points, strict=True) if marks and points
+        for j in range(cfg.bootstrap.mark_conversations)
+    ]  # fmt: skip
     spatial_language = [language_record(language, i) for i in range(2 * n_language)]
     image_text = align + instruct if cfg.bootstrap.language_image_text else []
     text_only = [{k: v for k, v in r.items() if k != "image"} | {"conversations": _without_image(r)} for r in image_text]
     return {
         "language": text_only + spatial_language[n_language:],
         "align": align,
-        "instruct": instruct + spatial_language[:n_language],
+        "instruct": instruct + marked + spatial_language[:n_language],
     }
 
 

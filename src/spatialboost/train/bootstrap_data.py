@@ -165,7 +165,7 @@ def referring_points(
 
 
 def point_questions(
-    points: Sequence[Point], rng: np.random.Generator, marks: bool = False
+    points: Sequence[Point], rng: np.random.Generator, marks: bool = False, labels: str = LETTERS
 ) -> list[tuple[str, str, str]]:
     """A referring question per point, kind "point": what is there, or which colour it has.
 
@@ -174,9 +174,9 @@ def point_questions(
     coordinates."""
     questions = []
     for i, (x, y, what) in enumerate(points):
-        at, the_point = (f"point {LETTERS[i]}", f"point {LETTERS[i]}") if marks else (f"({x}, {y})", f"the point ({x}, {y})")
+        at, the_point = (f"point {labels[i]}", f"point {labels[i]}") if marks else (f"({x}, {y})", f"the point ({x}, {y})")
         if marks and rng.random() < 1 / 3:  # where a mark is: its pixel coordinates, read from the image (RefCOCO-style)
-            questions.append((f"Where is {at} in the image?", f"Point {LETTERS[i]} is at ({x}, {y}).", "point_where"))
+            questions.append((f"Where is {at} in the image?", f"Point {labels[i]} is at ({x}, {y}).", "point_where"))
         elif what not in BACKGROUND and rng.random() < 0.5:  # an object, "the red cube": ask its colour
             colour = what.split()[1]
             questions.append((f"What colour is the object at {at}?", f"The object at {at} is {colour}.", "point"))
@@ -192,6 +192,17 @@ def point_questions(
             questions.append((f"Is point A {words[0]} or {words[1]} in the image than point B?",
                               f"Point A is {first} in the image than point B.", "point_relation"))  # fmt: skip
     return questions
+
+
+def mark_record(image: str, point: Point, rng: np.random.Generator, index: int) -> dict[str, Any]:
+    """A single-turn conversation about one marked point, labelled A or B at random: the image is
+    the only place its answer can come from (in a multi-turn conversation earlier answers give
+    it away), so the LLM learns to find a mark among the image tokens (RefCOCO-style records)."""
+    label = "AB"[int(rng.integers(2))]
+    ((question, answer, _),) = point_questions([point], rng, marks=True, labels=label)
+    record = llava(image, [(question, answer)], f"mark-{index}-{image}")
+    record["marks"] = [{"label": label, "x": point[0], "y": point[1]}]
+    return record
 
 
 def point_marks(points: Sequence[Point]) -> list[dict[str, Any]]:
