@@ -348,8 +348,10 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 
 
 def _loop_config(base: TrainConfig, **overrides: Any) -> TrainConfig:
-    """The train section with a phase's values; the boost-only adapter choice does not apply."""
-    values = {**base.model_dump(), "adapter": "dual_channel", "max_steps": None, **overrides}
+    """The train section with a phase's values; the boost-only choices (adapter, objective,
+    control, replicate seeds) do not apply."""
+    values = {**base.model_dump(), "adapter": "dual_channel", "objective": "sft", "control": False,
+              "replicate_seeds": (), "max_steps": None, **overrides}  # fmt: skip  (boost-only settings do not apply)
     return TrainConfig.model_validate(values)
 
 
