@@ -239,6 +239,15 @@ class ObjectGeometryConfig(_Section):
     max_points_per_object: int = Field(4000, ge=10, description="object point clouds are subsampled to this many")
     min_points_per_object: int = Field(10, ge=1, description="objects with fewer valid points are dropped, points")
     outlier_removal: bool = Field(True, description="statistical + largest-cluster outlier removal")
+    box_completion: Literal["amodal", "visible"] = Field(
+        "amodal",
+        description="amodal: each box completed beyond the visible surface (down to the ground it rests on, the far side "
+        "by a round-footprint prior along the viewing ray: geometry/completion.py); visible: the box of the visible points only",
+    )
+    ground_contact_ratio: float = Field(
+        0.5, ge=0, description="an object rests on the ground (its box reaches down to it) when its lowest visible point is "
+        "at most this share of its visible height (plus 2 pixels) from the ground",
+    )  # fmt: skip
 
 
 class ExtractConfig(_Section):
