@@ -13,6 +13,7 @@ from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from spatialboost.config import ConfigError, OrchestrationConfig, SpatialBoostConfig, load_config
+from spatialboost.errors import describe_error, exit_code
 
 NEEDS_SERVER = (
     "orchestration.task_runner={runner} runs tasks in worker processes, which need a running Prefect server "
@@ -136,6 +137,7 @@ def run_stage(
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--debug", action="store_true", help="on failure, show the traceback instead of one line")
     parser.add_argument(
         "--set",
         "-S",
@@ -160,4 +162,9 @@ def run_stage(
     except RunnerUnavailable as err:
         parser.exit(2, f"error: {err}\n")
     configured: Callable[..., Any] = flow.with_options(task_runner=runner)
-    return configured(params=args.params, overrides=args.overrides)
+    try:
+        return configured(params=args.params, overrides=args.overrides)
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - a failed stage ends in one line naming its cause
+        if args.debug or os.environ.get("SPATIALBOOST_DEBUG", "") not in ("", "0"):
+            raise
+        parser.exit(exit_code(err), f"error: {flow.name}: {describe_error(err)}\n")

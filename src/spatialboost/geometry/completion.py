@@ -141,7 +141,9 @@ def complete_box(
     axis = round_prior_axis(points[:, :2], camera[:2], params.max_half_angle_deg)
     if axis is None:
         box = _box(points[:, :2], z_low, z_high)
-        return CompletedBox(_floored(box, params.min_pixels * pixel_m, ground_contact), visible, "visible", ground_contact, None)
+        return CompletedBox(
+            _floored(box, params.min_pixels * pixel_m, ground_contact), visible, "visible", ground_contact, None
+        )
     (azimuth, prior_m), (u, v) = axis
     depth_mid = float(v.min() + v.max()) / 2
     s, c = np.sin(azimuth), np.cos(azimuth)

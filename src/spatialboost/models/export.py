@@ -54,7 +54,9 @@ def export_encoder(encoder: VisionEncoder, folder: str | Path) -> Path:
         "dtype": dtype,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in encoder.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt", "family": encoder.family})
+    # One metadata key only: safetensors writes two or more in a per-process order, so the same
+    # weights would give different bytes on every run (the family is in encoder.json).
+    save_file(state, folder / WEIGHTS_FILE, metadata={"format": "pt"})
     (folder / CONFIG_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
     return folder
 

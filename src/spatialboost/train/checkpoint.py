@@ -103,13 +103,27 @@ def save_checkpoint(
         save_file(tensors, tmp / "trainable.safetensors", metadata={"step": str(state.step)})
         torch.save(optim_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1))
+        (tmp / "trainer_state.json").write_text(json.dumps(without_timings(asdict(state)), indent=1))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         write_json_atomic(root / LATEST, {"step": state.step, "path": final.name})
         _prune(root, keep)
     barrier(ctx)
     return final
+
+
+TIMINGS = ("tokens_per_s", "wall_s")
+"""Keys that measure the machine, not the run: kept out of every file a run writes, so a rerun or
+a resumed run writes the same bytes (they reach the tracker and metrics/train.json instead)."""
+
+
+def without_timings(record: Any) -> Any:
+    """`record` (dicts and lists, recursively) without the TIMINGS keys."""
+    if isinstance(record, dict):
+        return {k: without_timings(v) for k, v in record.items() if k not in TIMINGS}
+    if isinstance(record, list):
+        return [without_timings(v) for v in record]
+    return record
 
 
 def load_checkpoint(
