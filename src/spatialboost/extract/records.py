@@ -191,7 +191,7 @@ class ObjectEvidence(_Record):
     mask_score, mask_stability: the segmenter's predicted IoU and stability (1 for ground truth).
     completion: how the box's far side was placed (geometry.CompletionMethod); ground_contact:
     the box reaches down to the ground; visible_size: (length, width, height) of the box of the
-    visible points alone, metres.
+    visible points alone, metres. The defaults describe a record built by hand from a box.
     """
 
     n_points: int = Field(ge=0)
@@ -203,9 +203,9 @@ class ObjectEvidence(_Record):
     focal_source: FocalSourceName
     mask_score: Float
     mask_stability: Float
-    completion: CompletionName
-    ground_contact: bool
-    visible_size: Vec3
+    completion: CompletionName = "visible"
+    ground_contact: bool = False
+    visible_size: Vec3 | None = None
 
 
 class ObjectRecord(_Record):

@@ -190,6 +190,7 @@ def check_sidecar(records: Iterable[dict[str, Any]], dataset: RGBDDataset, max_e
         "choice_bool": _rate(discrete),
         "numeric": _rate(numeric),
         "by_qtype": {k: _rate(v) | _error_stats(k, errors.get(k), truths.get(k)) for k, v in sorted(by_qtype.items())},
+        "label_errors": _headline_errors(errors),
         "unchecked_text_turns": unchecked,
         "disagreements": examples,
     }
@@ -213,6 +214,20 @@ def _error_stats(qtype: str, errors: list[list[float]] | None, truths: list[list
         "median_abs_error_m": round(float(np.median(err)), 4),
         "within_25pct": round(float((err[:, 0] <= RELATIVE_CRITERION * true[:, 0]).mean()), 4),
     }
+
+
+def _headline_errors(errors: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """The medians a reader looks for first: box size per extent, distances to the camera and between objects, metres."""
+    out: dict[str, Any] = {}
+    if errors.get("object_box"):
+        sizes = np.abs(np.array(errors["object_box"], dtype=np.float64))[:, 3:]
+        out["box_size_median_abs_error_m"] = dict(
+            zip(BOX_COMPONENTS[3:], np.median(sizes, axis=0).round(4).tolist(), strict=True)
+        )
+    for qtype in ("object_distance", "distance_between"):
+        if errors.get(qtype):
+            out[f"{qtype}_median_abs_error_m"] = round(float(np.median(np.abs(errors[qtype]))), 4)
+    return out
 
 
 def _rate(tally: Counter) -> dict[str, float | int]:
