@@ -106,7 +106,10 @@ def scalar_problem(value: Any, annotation: Any) -> str | None:
         return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
     if annotation in (int, float):
         if isinstance(value, (bool, str)):
-            return f"expected {'an integer' if annotation is int else 'a number'}, got {_type_name(value)}"
+            hint = ""
+            if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+", value.strip()):
+                hint = f" (YAML 1.1 reads {value} as text: write {float(value):.1e}, with a point and a signed exponent)"
+            return f"expected {'an integer' if annotation is int else 'a number'}, got {_type_name(value)}{hint}"
         if isinstance(value, float) and not math.isfinite(value):
             return "must be a finite number (inf and nan are not allowed)"
         return None
