@@ -146,7 +146,9 @@ def coverage(model: ToleranceModel, errors: list) -> dict[str, Any]:
     by_type: dict[str, list[bool]] = defaultdict(list)
     for err in errors:
         by_type[err.qtype].append(within(model, err))
-    return {qtype: {"n": len(flags), "within": round(float(np.mean(flags)), 4)} for qtype, flags in sorted(by_type.items())}
+    return {
+        qtype: {"n": len(flags), "within": round(float(np.mean(flags)), 4)} for qtype, flags in sorted(by_type.items())
+    }
 
 
 def checker_on_test(dataset: RGBDDataset, variant: str, work: Path) -> dict[str, Any]:
@@ -192,10 +194,14 @@ def markdown(result: dict[str, Any]) -> str:
     test = result["splits"]["test"]
     for label, amodal in test["amodal"]["measurable_by_label"].items():
         visible = test["visible"]["measurable_by_label"].get(label, {"n": 0})
+
         def fmt(s: dict[str, Any]) -> tuple[str, str]:
             if not s.get("n"):
                 return "-", "-"
-            return " / ".join(f"{s['size_median_abs_error_m'][d]:.3f}" for d in DIMS), f"{s['distance_median_abs_error_m']:.3f}"
+            return " / ".join(
+                f"{s['size_median_abs_error_m'][d]:.3f}" for d in DIMS
+            ), f"{s['distance_median_abs_error_m']:.3f}"
+
         lines.append(f"| {label} | {amodal['n']} | {' | '.join(fmt(visible))} | {' | '.join(fmt(amodal))} |")
     fitted, shipped = result["tolerances"]["fitted_on_train"], result["tolerances"]["library"]
     lines += ["", f"Tolerances (qa/tolerance.py) fitted on the train split's amodal labels ({result['tolerances']['n_train_labels']} labels, "

@@ -91,14 +91,19 @@ BAD = {  # name -> (bytes, reason)
     "soi_eoi.jpg": (b"\xff\xd8\xff\xd9", "corrupt_header"),
     "bad_crc.png": (None, "corrupt_data"),  # made below: a flipped pixel byte breaks the IDAT CRC
     "garbage_idat.png": (png_declaring(40, 32, b"not zlib data at all"), "corrupt_data"),
-    "bad_ihdr.png": (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\x00" * 5) + png_chunk(b"IEND", b""), "corrupt_header"),
+    "bad_ihdr.png": (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", b"\x00" * 5) + png_chunk(b"IEND", b""),
+        "corrupt_header",
+    ),
     "zero_size.png": (png_declaring(0, 0), "corrupt_header"),
     "bomb.png": (png_declaring(50_000, 50_000), "too_many_pixels"),
     "tiny.png": (encode(rgb(8, 8), "PNG"), "too_small"),
     "one_pixel.png": (encode(rgb(1, 1), "PNG"), "too_small"),
     "thin.jpg": (encode(rgb(300, 8), "JPEG"), "too_small"),
-    "too_big.png": (encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 400, 3), dtype=np.uint8)), "PNG"),
-                    "file_too_large"),  # fmt: skip
+    "too_big.png": (
+        encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (400, 400, 3), dtype=np.uint8)), "PNG"),
+        "file_too_large",
+    ),  # fmt: skip
     "gif_named.png": (encode(rgb(), "GIF"), "unsupported_format"),
     "tiff_named.jpg": (encode(rgb(), "TIFF"), "unsupported_format"),
     "bmp_named.png": (encode(rgb(), "BMP"), "unsupported_format"),
@@ -186,7 +191,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 def test_the_corpus_has_the_kinds_it_claims(corpus) -> None:
     root, expected = corpus
     kinds = {outcome for outcome in expected.values()}
-    assert len(expected) >= 55 and len(BAD) + 5 >= 30  # >= 40 kinds of bad input: BAD, non-regular files, links, skipped
+    assert (
+        len(expected) >= 55 and len(BAD) + 5 >= 30
+    )  # >= 40 kinds of bad input: BAD, non-regular files, links, skipped
     assert {"not_a_file", "unreadable", "skipped:other_extension", "skipped:symlinked_directory"} <= kinds
     assert len(list(root.iterdir())) >= 50
 

@@ -53,30 +53,78 @@ FILE_CASES: dict[str, tuple[object, list[str], str]] = {
     "string for int": ("world: {n_train: '12'}\n", [], "world.n_train: expected an integer, got a string"),
     "negative count": ("world: {n_train: -1}\n", [], "world.n_train"),
     "fraction for int": ("world: {n_train: 1.5}\n", [], "world.n_train"),
-    "inf learning rate": ("evaluate: {learning_rates: [.inf]}\n", [], "evaluate.learning_rates: item 0: must be a finite number"),
+    "inf learning rate": (
+        "evaluate: {learning_rates: [.inf]}\n",
+        [],
+        "evaluate.learning_rates: item 0: must be a finite number",
+    ),
     "nan lr": ("train: {lr: .nan}\n", [], "train.lr: must be a finite number"),
-    "number for bool": ("extract: {geometry: {outlier_removal: 1}}\n", [], "extract.geometry.outlier_removal: expected true or false"),
+    "number for bool": (
+        "extract: {geometry: {outlier_removal: 1}}\n",
+        [],
+        "extract.geometry.outlier_removal: expected true or false",
+    ),
     "string for bool": ("registry: {enabled: 'no'}\n", [], "registry.enabled: expected true or false"),
     "negative sizes": ("world: {object_size_m: [-0.5, -0.1]}\n", [], "world.object_size_m: must be > 0"),
-    "reversed range": ("world: {object_distance_m: [12, 1]}\n", [], "world.object_distance_m: low 12.0 is greater than high 1.0"),
+    "reversed range": (
+        "world: {object_distance_m: [12, 1]}\n",
+        [],
+        "world.object_distance_m: low 12.0 is greater than high 1.0",
+    ),
     "vertical camera": ("world: {camera_pitch_deg: [-95, -5]}\n", [], "world.camera_pitch_deg"),
-    "depth range upside down": ("extract: {depth: {min_depth_m: 100, max_depth_m: 1}}\n", [], "extract.depth: min_depth_m 100.0 must be below"),
+    "depth range upside down": (
+        "extract: {depth: {min_depth_m: 100, max_depth_m: 1}}\n",
+        [],
+        "extract.depth: min_depth_m 100.0 must be below",
+    ),
     "focal range upside down": ("extract: {depth: {min_focal_px: 1.0e+6}}\n", [], "extract.depth: min_focal_px"),
-    "exponent without a point": ("train: {lr: 1e-4}\n", [], "train.lr: expected a number, got a string (YAML 1.1 reads 1e-4 as text: write 1.0e-04"),
+    "exponent without a point": (
+        "train: {lr: 1e-4}\n",
+        [],
+        "train.lr: expected a number, got a string (YAML 1.1 reads 1e-4 as text: write 1.0e-04",
+    ),
     "no decoder": ("data: {extensions: [.heic]}\n", [], "data.extensions: no decoder reads ['.heic']"),
-    "extension without dot": ("data: {extensions: [jpg]}\n", [], "data.extensions: extensions must be lower case and start with '.'"),
+    "extension without dot": (
+        "data: {extensions: [jpg]}\n",
+        [],
+        "data.extensions: extensions must be lower case and start with '.'",
+    ),
     "no extension": ("data: {extensions: []}\n", [], "data.extensions: needs at least one extension"),
     "limits admit nothing": ("data: {min_side_px: 10000, max_pixels: 100}\n", [], "data: min_side_px 10000 needs"),
     "tracking uri nonsense": ("tracking: {tracking_uri: not a uri at all}\n", [], "tracking.tracking_uri"),
-    "tracking uri bad sqlite": ("tracking: {tracking_uri: 'sqlite:/x.db'}\n", [], "tracking.tracking_uri: a sqlite tracking URI"),
-    "tracking uri credentials": (f"tracking: {{tracking_uri: 'http://me:{SECRET}@mlflow:5000'}}\n", [], "tracking.tracking_uri: credentials never go in params"),
-    "endpoint credentials": (f"data: {{s3: {{endpoint_url: 'http://AKIA:{SECRET}@127.0.0.1:9000'}}}}\n", [], "data.s3.endpoint_url: credentials never go in params"),
-    "endpoint scheme": ("data: {s3: {endpoint_url: 'ftp://127.0.0.1'}}\n", [], "data.s3.endpoint_url: not a S3 endpoint URL"),
-    "endpoint port": ("data: {s3: {endpoint_url: 'http://127.0.0.1:99999'}}\n", [], "data.s3.endpoint_url: not a valid S3 endpoint URL"),
+    "tracking uri bad sqlite": (
+        "tracking: {tracking_uri: 'sqlite:/x.db'}\n",
+        [],
+        "tracking.tracking_uri: a sqlite tracking URI",
+    ),
+    "tracking uri credentials": (
+        f"tracking: {{tracking_uri: 'http://me:{SECRET}@mlflow:5000'}}\n",
+        [],
+        "tracking.tracking_uri: credentials never go in params",
+    ),
+    "endpoint credentials": (
+        f"data: {{s3: {{endpoint_url: 'http://AKIA:{SECRET}@127.0.0.1:9000'}}}}\n",
+        [],
+        "data.s3.endpoint_url: credentials never go in params",
+    ),
+    "endpoint scheme": (
+        "data: {s3: {endpoint_url: 'ftp://127.0.0.1'}}\n",
+        [],
+        "data.s3.endpoint_url: not a S3 endpoint URL",
+    ),
+    "endpoint port": (
+        "data: {s3: {endpoint_url: 'http://127.0.0.1:99999'}}\n",
+        [],
+        "data.s3.endpoint_url: not a valid S3 endpoint URL",
+    ),
     "region": ("data: {s3: {region: 'Europe West'}}\n", [], "data.s3.region"),
     "bucket name": ("data: {source: s3, uri: 's3://Bad_Bucket/x'}\n", [], "data: uri 's3://Bad_Bucket/x'"),
     "source and uri disagree": ("data: {source: s3, uri: data/world}\n", [], "data: source 's3' does not match"),
-    "artifact location credentials": (f"tracking: {{artifact_location: 'ftp://u:{SECRET}@host/a'}}\n", [], "tracking.artifact_location: credentials"),
+    "artifact location credentials": (
+        f"tracking: {{artifact_location: 'ftp://u:{SECRET}@host/a'}}\n",
+        [],
+        "tracking.artifact_location: credentials",
+    ),
     "unknown device": ("device: gpu\n", [], "device"),
     "unknown shape": ("world: {classes: [dodecahedron]}\n", [], "world.classes: unknown shape classes"),
     "betas": ("train: {adam_betas: [1.5, 0.9]}\n", [], "train.adam_betas"),
@@ -85,10 +133,18 @@ FILE_CASES: dict[str, tuple[object, list[str], str]] = {
     "bad override yaml": ("", ["world.n_train=[1"], "override 'world.n_train=[1': not valid YAML"),
     "override without =": ("", ["world.n_train"], "override 'world.n_train': expected section.key=value"),
     "override empty part": ("", ["world..n_train=1"], "override 'world..n_train=1': expected section.key=value"),
-    "override into a value": ("world: {n_train: 3}\n", ["world.n_train.x=1"], "override 'world.n_train.x=1': n_train is not a section"),
+    "override into a value": (
+        "world: {n_train: 3}\n",
+        ["world.n_train.x=1"],
+        "override 'world.n_train.x=1': n_train is not a section",
+    ),
     "override with anchor": ("", ["world.n_train=&a 1"], "anchors and aliases"),
     "override bool": ("", ["world.n_train=true"], "world.n_train: expected an integer, got a boolean"),
-    "override credentials": ("", [f"data.s3.endpoint_url=https://k:{SECRET}@s3.example.com"], "credentials never go in params"),
+    "override credentials": (
+        "",
+        [f"data.s3.endpoint_url=https://k:{SECRET}@s3.example.com"],
+        "credentials never go in params",
+    ),
 }
 
 
@@ -236,7 +292,13 @@ RUNTIME = sorted(runtime_cases(Path("unused")))
 def test_runtime_failures_give_one_line_naming_the_file_or_key(name: str, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "file.txt").write_text("not a folder")
     args, env, names = runtime_cases(tmp_path)[name]
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    for key in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+    ):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -251,7 +313,10 @@ def test_a_failure_in_a_real_process_is_one_line_and_debug_shows_the_traceback(t
     args = [sys.executable, "-m", "spatialboost.cli", "data", "manifest", "-S", "data.source=folder",
             "-S", f"data.uri={tmp_path / 'nope'}", "-S", f"data.watch={tmp_path / 'nope'}", "--no-progress"]  # fmt: skip
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 1 and done.stderr.strip() == f"error: data.uri: image folder {tmp_path / 'nope'} does not exist"
+    assert (
+        done.returncode == 1
+        and done.stderr.strip() == f"error: data.uri: image folder {tmp_path / 'nope'} does not exist"
+    )
     debug = subprocess.run([*args[:3], "--debug", *args[3:]], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120, check=False)  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr

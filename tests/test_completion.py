@@ -80,7 +80,9 @@ def test_round_and_square_footprints_come_back_whole() -> None:
         np.testing.assert_allclose(measured.box.size, true_size(item), atol=slack, err_msg=item.label)
         assert measured.center_distance_m == pytest.approx(distance, abs=slack), item.label
         assert measured.box.center[2] == pytest.approx(item.center[2], abs=slack), item.label
-        assert measured.evidence.ground_contact and measured.box.center[2] - measured.box.size[2] / 2 == pytest.approx(0, abs=1e-6)
+        assert measured.evidence.ground_contact and measured.box.center[2] - measured.box.size[2] / 2 == pytest.approx(
+            0, abs=1e-6
+        )
     sphere = record.objects[0]
     visible_depth = min(sphere.evidence.visible_size[:2])
     assert visible_depth < 0.65 * 0.8  # the visible surface alone: barely more than half the sphere deep
@@ -106,7 +108,9 @@ def test_the_nearest_object_is_the_nearest_whole_object() -> None:
     sphere, cube = record.objects
     assert sphere.nearest_distance_m < cube.nearest_distance_m  # the surfaces say the sphere
     assert cube.center_distance_m < sphere.center_distance_m  # the objects say the cube, as the truth does
-    assert np.linalg.norm(np.asarray(small.center) - CAMERA.position) < np.linalg.norm(np.asarray(big.center) - CAMERA.position)
+    assert np.linalg.norm(np.asarray(small.center) - CAMERA.position) < np.linalg.norm(
+        np.asarray(big.center) - CAMERA.position
+    )
     sphere, cube = measure(scene_of(big, small), ObjectGeometryConfig(box_completion="visible")).objects
     assert sphere.center_distance_m < cube.center_distance_m  # visible-surface boxes got this wrong
 

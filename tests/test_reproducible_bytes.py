@@ -40,7 +40,9 @@ def tree_hashes(*folders: Path) -> dict[str, str]:
 def run(args: list[str], hash_seed: int) -> None:
     env = {**os.environ, "PYTHONHASHSEED": str(hash_seed),
            "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
