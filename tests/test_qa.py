@@ -555,3 +555,16 @@ def test_single_turn_order_writes_one_conversation_per_turn(world, tmp_path: Pat
     quarantined = {json.loads(line)["id"] for line in shard_paths(cfg.output, 0)["quarantine"].open()}
     assert {r["id"].rsplit("-t", 1)[0] for r in llava} == {r.image_id for r in records} - quarantined
     shutil.rmtree(cfg.output)
+
+
+def test_no_positive_size_is_written_as_zero() -> None:
+    """A 3 cm side at 10 cm steps used to read "130 x 0 x 140 cm": a size keeps one significant digit."""
+    from spatialboost.qa.phrasing import NumberFormat
+
+    for unit in ("m", "cm", "ft", "in"):
+        fmt = NumberFormat(unit, decimals=1)
+        for value in (0.001, 0.004, 0.03, 0.049, 0.2, 1.3):
+            text = fmt.extent(value)
+            assert float(text) > 0, (unit, value, text)
+            assert float(text) == pytest.approx(fmt.rounded(value) or float(text))  # unchanged where it was not 0
+    assert NumberFormat("cm", 1).extent(0.034) == "3" and NumberFormat("cm", 1).extent(1.34) == "130"
