@@ -232,3 +232,37 @@ def test_a_rerun_removes_what_a_killed_run_left(corpus, tmp_path) -> None:
     assert not any(path.exists() for path in stale)
     assert live.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == [live.name]
+
+
+def test_a_fifo_inside_a_world_dataset_is_quarantined_not_waited_on(tmp_path) -> None:
+    """The extraction reads depth maps and instance masks too: a FIFO there must not block it."""
+    from spatialboost.config import WorldConfig
+    from spatialboost.world import render_dataset
+
+    world = tmp_path / "world"
+    render_dataset(WorldConfig(n_train=0, n_test=3, width=32, height=32), world, progress=False)
+    (world / "depth" / "test-000001.npy").unlink()
+    os.mkfifo(world / "depth" / "test-000001.npy")
+    (world / "instances" / "test-000002.png").unlink()
+    os.symlink("/dev/zero", world / "instances" / "test-000002.png")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    flags = ["-S", f"data.uri={world}", "-S", f"data.watch={world}", "-S", f"data.manifest={out / 'm.jsonl'}",
+             "-S", f"data.quarantine={out / 'q.jsonl'}", "-S", f"extract.output={out / 'scenes'}", "--no-progress"]  # fmt: skip
+    for command in (["data", "manifest"], ["extract"]):
+        done = subprocess.run([sys.executable, "-m", "spatialboost.cli", *command, *flags], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    quarantined = {}
+    for path in (out / "scenes").glob("shard-*.quarantine.jsonl"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            quarantined[row["id"]] = (row["reason"], row["detail"])
+    assert quarantined["test-000001"][0] == "invalid_depth" and "FIFO" in quarantined["test-000001"][1]
+    assert quarantined["test-000002"][0] == "unreadable" and "character device" in quarantined["test-000002"][1]
+    records = [
+        line
+        for path in (out / "scenes").glob("shard-[0-9][0-9][0-9][0-9][0-9].jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert len(records) == 1  # test-000000, the intact one
