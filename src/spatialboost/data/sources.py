@@ -250,6 +250,21 @@ class S3Source:
         return data
 
 
+def source_problem(cfg: DataConfig) -> str | None:
+    """Why `cfg`'s local source cannot be read at all (one line naming data.uri), or None.
+
+    For a stage to check before it starts: a missing folder or dataset is the user's mistake,
+    not a failed task. S3 is not checked here (that needs the network and credentials)."""
+    root = Path(cfg.uri)
+    if cfg.source == "folder" and not root.exists():
+        return f"data.uri: image folder {root} does not exist"
+    if cfg.source == "folder" and not root.is_dir():
+        return f"data.uri: {root} is not a folder of images"
+    if cfg.source == "world" and not (root / "dataset.json").is_file():
+        return f"data.uri: no world dataset at {root} ({root / 'dataset.json'} is missing; run `spatialboost world render`)"
+    return None
+
+
 def open_source(cfg: DataConfig) -> ImageSource:
     """The source `cfg.source` names, configured from `cfg` (an explicit mapping, no lookup by name)."""
     if cfg.source == "folder":
