@@ -320,3 +320,21 @@ def test_a_failure_in_a_real_process_is_one_line_and_debug_shows_the_traceback(t
     debug = subprocess.run([*args[:3], "--debug", *args[3:]], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=120, check=False)  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "names"),
+    [
+        ("manifest", ["data.source=folder", "data.uri=/nonexistent/images", "data.watch=/nonexistent/images"],
+         "error: data.uri: image folder /nonexistent/images does not exist"),
+        ("extract", ["data.manifest=/nonexistent/manifest.jsonl"], "error: data.manifest: /nonexistent/manifest.jsonl does not exist"),
+        ("synthesize", ["extract.output=/nonexistent/scenes"], "error: extract.output: /nonexistent/scenes does not exist"),
+        ("world", ["world.n_train=true"], "world.n_train: expected an integer, got a boolean"),
+    ],
+)  # fmt: skip
+def test_a_dvc_stage_fails_in_one_line_before_prefect_starts(stage: str, overrides: list[str], names: str) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = [sys.executable, "-m", f"flows.{stage}", *[arg for o in overrides for arg in ("-S", o)]]
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and names in done.stderr
