@@ -47,9 +47,10 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
 
 def _preflight(cfg: SpatialBoostConfig) -> str | None:
     """The user's mistakes, as one line, before a task starts: a source or manifest that is not there."""
-    if not Path(cfg.data.manifest).is_file():
-        return f"data.manifest: {cfg.data.manifest} does not exist (run the manifest stage first: dvc repro manifest)"
-    return cfg.data.watch_problem() or source_problem(cfg.data)
+    problem = cfg.data.watch_problem()
+    if problem is None and not Path(cfg.data.manifest).is_file():
+        problem = f"data.manifest: {cfg.data.manifest} does not exist (run the manifest stage first: dvc repro manifest)"
+    return problem or source_problem(cfg.data)
 
 
 if __name__ == "__main__":
