@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from spatialboost.config import ConfigError, OrchestrationConfig, SpatialBoostConfig, load_config
+from spatialboost.errors import describe_error, exit_code
 
 NEEDS_SERVER = (
     "orchestration.task_runner={runner} runs tasks in worker processes, which need a running Prefect server "
@@ -122,6 +124,25 @@ def require_prefect_server(cfg: OrchestrationConfig) -> None:
         raise RunnerUnavailable(NEEDS_SERVER.format(runner=cfg.task_runner))
 
 
+class _NoTraceback(logging.Filter):
+    """Prefect logs a failed task with its traceback; the stage ends in one line saying why
+    (errors.describe_error), so the log keeps the message and drops the traceback (--debug keeps it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__ if record.exc_info[0] else 'error'})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        record.msg = str(record.msg).split("\nTraceback (most recent call last):")[0]
+        return True
+
+
+def _log_failures_without_tracebacks() -> None:
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+                handler.addFilter(_NoTraceback())
+
+
 def run_stage(
     flow: Flow[..., Any], description: str, argv: list[str] | None = None, fan_out: bool = False,
     check: Callable[[SpatialBoostConfig], str | None] | None = None, uses_gpu: bool = False,
@@ -136,6 +157,7 @@ def run_stage(
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--debug", action="store_true", help="on failure, show the traceback instead of one line")
     parser.add_argument(
         "--set",
         "-S",
@@ -160,4 +182,12 @@ def run_stage(
     except RunnerUnavailable as err:
         parser.exit(2, f"error: {err}\n")
     configured: Callable[..., Any] = flow.with_options(task_runner=runner)
-    return configured(params=args.params, overrides=args.overrides)
+    debug = args.debug or os.environ.get("SPATIALBOOST_DEBUG", "") not in ("", "0")
+    if not debug:
+        _log_failures_without_tracebacks()
+    try:
+        return configured(params=args.params, overrides=args.overrides)
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - a failed stage ends in one line naming its cause
+        if debug:
+            raise
+        parser.exit(exit_code(err), f"error: {flow.name}: {describe_error(err)}\n")

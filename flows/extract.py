@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -10,7 +11,8 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from flows._stage import run_stage, task_resources
-from spatialboost.config import load_config
+from spatialboost.config import SpatialBoostConfig, load_config
+from spatialboost.data.sources import source_problem
 from spatialboost.extract.pipeline import manifest_ids
 from tasks.extract import extract_shard_task, extraction_accuracy, finalize_extraction, plan_extraction
 from tasks.metrics import write_metrics
@@ -43,5 +45,13 @@ def extract_flow(params: str = "params.yaml", overrides: list[str] | None = None
     return metrics
 
 
+def _preflight(cfg: SpatialBoostConfig) -> str | None:
+    """The user's mistakes, as one line, before a task starts: a source or manifest that is not there."""
+    problem = cfg.data.watch_problem()
+    if problem is None and not Path(cfg.data.manifest).is_file():
+        problem = f"data.manifest: {cfg.data.manifest} does not exist (run the manifest stage first: dvc repro manifest)"
+    return problem or source_problem(cfg.data)
+
+
 if __name__ == "__main__":
-    run_stage(extract_flow, __doc__, fan_out=True, uses_gpu=True, check=lambda cfg: cfg.data.watch_problem())
+    run_stage(extract_flow, __doc__, fan_out=True, uses_gpu=True, check=_preflight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -10,7 +11,7 @@ from prefect.futures import as_completed
 from tqdm import tqdm
 
 from flows._stage import run_stage
-from spatialboost.config import load_config
+from spatialboost.config import SpatialBoostConfig, load_config
 from tasks.metrics import write_metrics
 from tasks.synthesize import check_answers, finalize_synthesis, plan_synthesis, synthesize_shard_task
 
@@ -35,5 +36,12 @@ def synthesize_flow(params: str = "params.yaml", overrides: list[str] | None = N
     return metrics
 
 
+def _preflight(cfg: SpatialBoostConfig) -> str | None:
+    """A missing extraction output, as one line, before a task starts."""
+    if not Path(cfg.extract.output).is_dir():
+        return f"extract.output: {cfg.extract.output} does not exist (run the extract stage first: dvc repro extract)"
+    return None
+
+
 if __name__ == "__main__":
-    run_stage(synthesize_flow, __doc__, fan_out=True)
+    run_stage(synthesize_flow, __doc__, fan_out=True, check=_preflight)

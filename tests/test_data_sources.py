@@ -163,6 +163,7 @@ BAD_FILES: dict[str, tuple[bytes, Reason]] = {
 }
 
 UNREADABLE = ("folder.jpg", "loop.jpg", "dangling.png")  # made in the corpus fixture
+NOT_A_FILE = ("folder.jpg",)  # ... of which a directory: quarantined as not a regular file
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +286,7 @@ def test_damaged_good_files_raise_only_bad_image(name: str, cut: float, flip: in
 def expected_reasons() -> dict[str, str]:
     reasons = {name: reason.value for name, (_, reason) in BAD_FILES.items()}
     reasons.update(dict.fromkeys(UNREADABLE, Reason.UNREADABLE.value))
+    reasons.update(dict.fromkeys(NOT_A_FILE, Reason.NOT_A_FILE.value))
     return reasons
 
 

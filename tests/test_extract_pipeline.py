@@ -154,7 +154,7 @@ def test_records_validate_and_serialise_stably(gt_records: list[SceneRecord]) ->
         assert "\n" not in line and len(line) < 8000  # compact: masks are RLE strings
         assert record.provenance.backend == "ground_truth" and record.intrinsics.focal_source == "dataset"
     with pytest.raises(ValueError):
-        SceneRecord.from_json(gt_records[0].to_json().replace('"schema_version":2', '"schema_version":1'))
+        SceneRecord.from_json(gt_records[0].to_json().replace('"schema_version":3', '"schema_version":2'))
 
 
 def test_objects_are_the_annotated_visible_ones(gt_records: list[SceneRecord], dataset: RGBDDataset) -> None:
@@ -318,7 +318,7 @@ def test_resume_after_a_kill_gives_identical_bytes(dataset: RGBDDataset, tmp_pat
     assert again["n_shards_skipped"] == 3 and _tree_bytes(killed) == _tree_bytes(full)
 
     manifest = json.loads((full / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2 and manifest["totals"]["n_images"] == len(ids)
+    assert manifest["schema_version"] == 3 and manifest["totals"]["n_images"] == len(ids)
     assert [s["records"] for s in manifest["shards"]] == [f"shard-{i:05d}.jsonl" for i in range(4)]
 
 

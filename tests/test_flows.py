@@ -45,7 +45,7 @@ def test_world_then_manifest_flows_produce_the_dataset_and_metrics(
     assert again["rendered"] == 1 and again["images"] == 9  # resumes: only the new image is rendered
 
     counts = manifest_flow(params=str(tiny_params), overrides=["world.n_train=6"])
-    assert counts == {"n_ok": 9, "n_quarantined": 0, "n_total": 9, "by_reason": {}}
+    assert counts == {"n_ok": 9, "n_quarantined": 0, "n_total": 9, "by_reason": {}, "n_skipped": 0, "skipped_by_reason": {}}
     assert len(read_manifest(tmp_path / "manifest.jsonl")) == 9
 
     extracted = extract_flow(params=str(tiny_params), overrides=["world.n_train=6"])

@@ -5,21 +5,29 @@ entry point and prints what it did; `--help` works on every command.
     spatialboost config show                 # the resolved, validated config as YAML
     spatialboost world render --set world.n_train=16
     spatialboost data manifest
+
+Every failure a user can cause (a bad params file or override, a missing folder, an unreachable
+S3 endpoint, a missing AWS profile, ...) ends in one line on stderr naming the file or the key
+(errors.py) and a non-zero exit: 2 for bad params, 1 for the rest; `spatialboost --debug ...`
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 import yaml
 
-from spatialboost.config import ConfigError, SpatialBoostConfig, load_config
+from spatialboost.config import ConfigError, SpatialBoostConfig, load_config, redact_secrets
+from spatialboost.errors import describe_error, exit_code
 
 app = typer.Typer(
     help="SpatialBoost: make vision encoders spatially aware through language.",
@@ -51,16 +59,35 @@ SetOpt = Annotated[
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_OPTIONS = {"debug": False}
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="on failure, show the full traceback instead of one line (or SPATIALBOOST_DEBUG=1)")
+    ] = False,
+) -> None:
+    """SpatialBoost: make vision encoders spatially aware through language."""
+    _OPTIONS["debug"] = debug or os.environ.get("SPATIALBOOST_DEBUG", "") not in ("", "0")
+
+
 def _clean_errors(fn: F) -> F:
-    """Turn a ConfigError into its message on stderr and exit code 2, not a traceback."""
+    """Turn any failure into one line on stderr (errors.describe_error) and a non-zero exit:
+    2 for bad params (ConfigError), 1 otherwise; with --debug the exception propagates."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - the one place every failure becomes a line
+            if _OPTIONS["debug"]:
+                raise
+            for line in describe_error(err).splitlines() or ["failed"]:
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(exit_code(err)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -82,7 +109,7 @@ def config_show(
         if section not in data:
             raise ConfigError(f"no section {section!r}; sections: {', '.join(data)}")
         data = {section: data[section]}
-    typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+    typer.echo(redact_secrets(yaml.safe_dump(data, sort_keys=False).rstrip()))
 
 
 @config_app.command("validate")
@@ -318,9 +345,13 @@ def pull(
     encoder = load_exported_encoder(folder)
     result: dict[str, object] = {"model_uri": uri, "folder": str(folder)}
     if image is not None:
-        from spatialboost.data import ImageLimits, decode_image
+        from spatialboost.data import BadImage, ImageLimits, decode_image
+        from spatialboost.io import read_regular_file
 
-        pixels = decode_image(image.read_bytes(), ImageLimits.from_config(cfg.data))
+        try:
+            pixels = decode_image(read_regular_file(image, cfg.data.max_file_bytes), ImageLimits.from_config(cfg.data))
+        except BadImage as bad:
+            raise ValueError(f"{image}: not a usable image ({bad})") from None
         result["embedding_shape"] = list(embed_images(encoder, pixels[None]).shape)
     typer.echo(json.dumps(result))
 

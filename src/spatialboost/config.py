@@ -6,13 +6,23 @@ are errors, so a typo never silently falls back to a default.
 
     cfg = load_config("params.yaml")                     # raises ConfigError, one line per problem
     cfg = load_config("params.yaml", ["world.n_train=8"])  # dotted overrides, YAML-typed values
+
+Files are read with limits (`read_params_file`): a regular file of at most MAX_PARAMS_BYTES of
+UTF-8 YAML, no anchors or aliases (an alias bomb expands a few hundred bytes into gigabytes), no
+duplicate keys (YAML would keep the last one silently), at most MAX_YAML_DEPTH levels. Values are
+strict: no boolean where a number is meant (YAML reads `yes` as true), no number given as a
+string, no inf or nan, every [low, high] range ordered, URLs well formed and free of
+credentials (`redact_secrets` hides any that reach a message).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -23,12 +33,109 @@ SHAPE_CLASSES = ("cube", "sphere", "cylinder", "cone", "pyramid", "ellipsoid", "
 Range = Annotated[tuple[float, float], Field(description="[low, high], low <= high")]
 
 
+MAX_PARAMS_BYTES = 1 << 20
+"""A params file larger than this (1 MiB; the paper profile is ~12 KB) is refused unread."""
+
+MAX_YAML_DEPTH = 32
+"""Deepest nesting of mappings and lists a params file may have (ours have 4)."""
+
+
 class ConfigError(ValueError):
     """A params file that does not validate; `str()` is one line per problem, naming the key."""
 
 
+_SECRET_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#@\s]*)@")
+_SECRET_QUERY = re.compile(
+    r"(?P<key>(?<![A-Za-z0-9_-])[A-Za-z0-9_-]*?(?:signature|credential|token|password|passwd|secret|api[-_]?key"
+    r"|access[-_]?key(?:[-_]?id)?|sig))=(?P<value>[^&\s'\"]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with URL credentials (scheme://user:pass@) and secret-looking query values replaced
+    by ***: for anything that prints or logs a config or a message quoting one."""
+    text = _SECRET_URL.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _SECRET_QUERY.sub(lambda m: f"{m.group('key')}=***", text)
+
+
+def url_problem(url: str, schemes: tuple[str, ...], what: str) -> str | None:
+    """Why `url` is not a usable `what` URL with one of `schemes` (one line, the URL redacted), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError as err:
+        return f"not a valid {what} URL ({err})"
+    if parts.username is not None or parts.password is not None:
+        return (f"credentials never go in params: remove the user:password@ part of the {what} URL "
+                "(use the environment or an AWS / MLflow profile)")  # fmt: skip
+    if any(ch.isspace() for ch in url):
+        return f"a {what} URL has no spaces"
+    if parts.scheme not in schemes:
+        return f"not a {what} URL: it starts with {', '.join(s + ':' for s in schemes)}"
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        return f"no host in the {what} URL"
+    if port == 0:
+        return f"port 0 in the {what} URL"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", type(None): "null", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def scalar_problem(value: Any, annotation: Any) -> str | None:
+    """Why `value` (as parsed from YAML) is not strictly a value of `annotation`, or None.
+
+    Only what pydantic's lax mode lets through is checked: a bool for a number, a number for a
+    bool, a string for a number, a non-finite float; inside tuples and lists too. Everything else
+    (strings, literals, sections) is left to pydantic.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return scalar_problem(value, get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None and len(args) < len(get_args(annotation)):
+            return None
+        problems = [scalar_problem(value, a) for a in args]
+        return None if any(p is None for p in problems) else problems[0]
+    if annotation is bool:
+        return None if isinstance(value, bool) else f"expected true or false, got {_type_name(value)}"
+    if annotation in (int, float):
+        if isinstance(value, (bool, str)):
+            hint = ""
+            if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+", value.strip()):
+                hint = f" (YAML 1.1 reads {value} as text: write {float(value):.1e}, with a point and a signed exponent)"
+            return f"expected {'an integer' if annotation is int else 'a number'}, got {_type_name(value)}{hint}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number (inf and nan are not allowed)"
+        return None
+    if origin in (tuple, list) and isinstance(value, (list, tuple)):
+        args = get_args(annotation)
+        for i, item in enumerate(value):
+            if not args:
+                break
+            arg = args[0] if (len(args) == 2 and args[1] is Ellipsis) or origin is list else args[min(i, len(args) - 1)]
+            problem = scalar_problem(item, arg)
+            if problem:
+                return f"item {i}: {problem}"
+    return None
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        problem = None if field is None else scalar_problem(value, field.annotation)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class WorldConfig(_Section):
@@ -59,6 +166,20 @@ class WorldConfig(_Section):
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         if value[0] > value[1]:
             raise ValueError(f"low {value[0]} is greater than high {value[1]}")
+        return value
+
+    @field_validator("object_size_m", "object_distance_m", "camera_height_m")
+    @classmethod
+    def _positive_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] <= 0:
+            raise ValueError(f"must be > 0, got low {value[0]}")
+        return value
+
+    @field_validator("camera_pitch_deg", "camera_roll_deg")
+    @classmethod
+    def _not_vertical(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not -89.0 <= value[0] <= value[1] <= 89.0:
+            raise ValueError("must lie within [-89, 89] degrees")
         return value
 
     @field_validator("objects_per_scene")
@@ -94,6 +215,28 @@ class S3Config(_Section):
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000; None = AWS")
     region: str | None = Field(None, description="AWS region name")
     profile: str | None = Field(None, description="AWS shared-config profile name (credentials stay in ~/.aws)")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        problem = None if value is None else url_problem(value, ("http", "https"), "S3 endpoint")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z0-9-]{2,32}", value):
+            raise ValueError(f"not an AWS region name like us-east-1, got {value!r}")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ch.isspace() for ch in value)):
+            raise ValueError(f"an AWS profile name has no spaces and is not empty, got {value!r}")
+        return value
 
 
 S3_WATCH = "flows/manifest.py"
@@ -132,9 +275,24 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _uri_matches_source(self) -> DataConfig:
         if (self.source == "s3") != self.uri.startswith("s3://"):
-            raise ValueError(f"source {self.source!r} does not match uri {self.uri!r} (s3 needs s3://bucket/prefix)")
+            raise ValueError(f"source {self.source!r} does not match uri {redact_secrets(self.uri)!r} (s3 needs s3://bucket/prefix)")
+        if self.source == "s3":
+            bucket = self.uri[len("s3://") :].partition("/")[0]
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"uri {redact_secrets(self.uri)!r}: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, '.', '-')")
+        elif not self.uri.strip():
+            raise ValueError("uri: give the folder (or world dataset root) to read")
         if self.watch is not None and "://" in self.watch:
             raise ValueError(f"watch {self.watch!r} must be a local path: DVC would need credentials to hash it")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_admit_an_image(self) -> DataConfig:
+        if self.min_side_px * self.min_side_px > self.max_pixels:
+            raise ValueError(
+                f"min_side_px {self.min_side_px} needs at least {self.min_side_px ** 2} pixels but max_pixels is "
+                f"{self.max_pixels}: every image would be quarantined"
+            )
         return self
 
     def watch_problem(self) -> str | None:
@@ -152,6 +310,14 @@ class DataConfig(_Section):
         bad = [ext for ext in value if not ext.startswith(".") or ext != ext.lower()]
         if bad:
             raise ValueError(f"extensions must be lower case and start with '.': {bad}")
+        if not value:
+            raise ValueError("needs at least one extension")
+        from spatialboost.data.records import readable_extensions  # lazy: data imports this module
+
+        readable = readable_extensions()
+        unreadable = [ext for ext in value if ext not in readable]
+        if unreadable:
+            raise ValueError(f"no decoder reads {unreadable} (readable here: {', '.join(sorted(readable))})")
         return value
 
 
@@ -199,6 +365,14 @@ class DepthModelConfig(_Section):
     min_focal_px: float = Field(10.0, gt=0, description="smaller focal lengths are absurd, pixels")
     max_focal_px: float = Field(1e5, gt=0, description="larger focal lengths are absurd, pixels")
 
+    @model_validator(mode="after")
+    def _ranges(self) -> DepthModelConfig:
+        if self.min_depth_m >= self.max_depth_m:
+            raise ValueError(f"min_depth_m {self.min_depth_m} must be below max_depth_m {self.max_depth_m}")
+        if self.min_focal_px >= self.max_focal_px:
+            raise ValueError(f"min_focal_px {self.min_focal_px} must be below max_focal_px {self.max_focal_px}")
+        return self
+
 
 class SegmenterConfig(_Section):
     """SAM 2 automatic masks and the filters applied to them."""
@@ -239,6 +413,15 @@ class ObjectGeometryConfig(_Section):
     max_points_per_object: int = Field(4000, ge=10, description="object point clouds are subsampled to this many")
     min_points_per_object: int = Field(10, ge=1, description="objects with fewer valid points are dropped, points")
     outlier_removal: bool = Field(True, description="statistical + largest-cluster outlier removal")
+    box_completion: Literal["amodal", "visible"] = Field(
+        "amodal",
+        description="amodal: each box completed beyond the visible surface (down to the ground it rests on, the far side "
+        "by a round-footprint prior along the viewing ray: geometry/completion.py); visible: the box of the visible points only",
+    )
+    ground_contact_ratio: float = Field(
+        0.5, ge=0, description="an object rests on the ground (its box reaches down to it) when its lowest visible point is "
+        "at most this share of its visible height (plus 2 pixels) from the ground",
+    )  # fmt: skip
 
 
 class ExtractConfig(_Section):
@@ -309,6 +492,10 @@ class SynthesizeConfig(_Section):
         return self
 
 
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
+"""URL schemes MLflow's tracking and registry stores accept."""
+
+
 class TrackingConfig(_Section):
     """MLflow: where runs go and how encoders are registered. Credentials never go here."""
 
@@ -318,6 +505,38 @@ class TrackingConfig(_Section):
     registry_prefix: str = Field("spatialboost-", description="registered model name = prefix + encoder name")
     champion_metric: str = Field("boosted.vqa_relative_depth_acc.mean", description="metric that decides the `champion` alias")
     champion_mode: Literal["max", "min"] = Field("max", description="max: higher is better; min: lower is better")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str) -> str:
+        problem = url_problem(value, TRACKING_SCHEMES, "MLflow tracking")
+        if problem is None and value.startswith("sqlite:") and not value.startswith("sqlite:///"):
+            problem = "a sqlite tracking URI is sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        if problem is None and value.startswith("sqlite:///") and not value[len("sqlite:///") :].strip():
+            problem = "no database file after sqlite:///"
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("artifact_location")
+    @classmethod
+    def _artifact_location(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("give a folder or a URL (s3://bucket/prefix)")
+        if "://" in value:
+            scheme = value.partition("://")[0]
+            problem = url_problem(value, (scheme,), "artifact location") if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) else (
+                f"not a URL scheme: {scheme!r}")  # fmt: skip
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("experiment", "registry_prefix", "champion_metric")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
 
 class OrchestrationConfig(_Section):
@@ -811,20 +1030,104 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases, duplicate keys and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _YamlRefused(event.start_mark, f"alias *{event.anchor}: anchors and aliases are not allowed in params files")
+        if getattr(event, "anchor", None):
+            raise _YamlRefused(event.start_mark, f"anchor &{event.anchor}: anchors and aliases are not allowed in params files")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlRefused(event.start_mark, f"nested deeper than {MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if seen:
+                raise _YamlRefused(key_node.start_mark, f"duplicate key {key!r} (first at line {first_line[key]}): "
+                                   "YAML would silently keep the last one")  # fmt: skip
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+class _YamlRefused(yaml.YAMLError):
+    def __init__(self, mark: Any, problem: str) -> None:
+        super().__init__(f"line {mark.line + 1}: {problem}")
+
+
+def parse_params_yaml(text: str, source: str) -> Any:
+    """YAML text -> Python data with the limits of `_ParamsLoader`; ConfigError naming `source`."""
+    try:
+        return yaml.load(text, Loader=_ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_message(err)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+
+
+def read_params_file(path: str | Path) -> str:
+    """The text of a params file: a regular file of at most MAX_PARAMS_BYTES UTF-8 bytes."""
+    from spatialboost.io import FileTooLarge, NotARegularFile, read_regular_file  # lazy: io is light, keep it so
+
+    try:
+        data = read_regular_file(path, MAX_PARAMS_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    except NotARegularFile as err:
+        raise ConfigError(f"{path}: a {err.kind}, not a params file") from None
+    except FileTooLarge:
+        raise ConfigError(f"{path}: larger than {MAX_PARAMS_BYTES} bytes: not a params file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the params file ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml_message(err: yaml.YAMLError) -> str:
+    """PyYAML's error as "line L, column C: problem" (its own text spans several lines)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem and mark is not None:
+        context = getattr(err, "context", None)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
+    return _one_line(str(err))
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with `section.key=value` overrides applied (value parsed as YAML)."""
+    """Return a copy of `raw` with `section.key=value` overrides applied (value parsed as YAML,
+    with the params file's limits)."""
     out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(raw)) or {}
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected section.key=value")
+        parts = key.split(".")
+        if not sep or not key or not all(part.strip() for part in parts):
+            raise ConfigError(f"override {redact_secrets(item)!r}: expected section.key=value")
         node = out
-        *parents, leaf = key.split(".")
+        *parents, leaf = parts
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(value)
+                raise ConfigError(f"override {redact_secrets(item)!r}: {part} is not a section")
+        node[leaf] = parse_params_yaml(value, f"override {redact_secrets(item)!r}")
     return out
 
 
@@ -833,18 +1136,16 @@ def validate_config(raw: dict[str, Any], source: str = "params") -> SpatialBoost
     try:
         return SpatialBoostConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source, raw)) from None
+        raise ConfigError(redact_secrets(_format_errors(err, source, raw))) from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> SpatialBoostConfig:
-    """Read, override and validate a params file."""
+    """Read (with limits), override and validate a params file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such params file") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}".replace("\n", " ")) from None
+    raw = parse_params_yaml(read_params_file(path), str(path)) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {_type_name(raw)}")
+    bad_keys = [key for key in raw if not isinstance(key, str)]
+    if bad_keys:
+        raise ConfigError(f"{path}: section names are strings, got {bad_keys[0]!r}")
     return validate_config(apply_overrides(raw, overrides or []), source=str(path))

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -58,6 +59,85 @@ def open_text_atomic(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class NotARegularFile(OSError):
+    """A path that names a directory, FIFO, socket or device instead of a file; `kind` says which."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(f"{os.fspath(path)}: a {kind}, not a regular file")
+        self.filename, self.kind = os.fspath(path), kind
+
+
+class FileTooLarge(OSError):
+    """A file with more than the allowed bytes (only max_bytes + 1 of them were read)."""
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int) -> None:
+        super().__init__(f"{os.fspath(path)}: more than {max_bytes} bytes")
+        self.filename, self.max_bytes = os.fspath(path), max_bytes
+
+
+def file_kind(mode: int) -> str:
+    """What an st_mode is, in words ("regular file", "FIFO", "socket", ...)."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "special file"
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file (symlinks followed), at most max_bytes of them.
+
+    Never blocks on a FIFO or a device: the path is opened non-blocking and checked with fstat
+    on the open descriptor (no race between a check and the open) before a byte is read.
+    Raises NotARegularFile, FileTooLarge (past max_bytes), or the OSError of the open.
+    """
+    mode = os.stat(path).st_mode  # a socket cannot even be opened: say what it is
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(path, file_kind(mode))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, file_kind(mode))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    finally:
+        os.close(fd)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLarge(path, max_bytes)
+    return data
+
+
+def remove_stale_temporaries_of(path: str | os.PathLike[str]) -> int:
+    """Delete the temporaries of one file (`.<name>.<pid>.tmp` beside it) whose writer process is
+    gone; returns how many. Safe beside a live writer, unlike `remove_stale_temporaries`."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid_text = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _process_alive(int(pid_text)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters made literal."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> int:

@@ -26,7 +26,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
 from ruamel.yaml.tokens import CommentToken
 
-from spatialboost.config import ConfigError, SpatialBoostConfig, load_config, validate_config
+from spatialboost.config import (
+    ConfigError,
+    SpatialBoostConfig,
+    load_config,
+    parse_params_yaml,
+    read_params_file,
+    validate_config,
+)
 from spatialboost.io import open_text_atomic
 
 PROFILE_DIR = "configs"
@@ -44,7 +51,10 @@ def available_profiles(root: str | Path = ".") -> dict[str, Path]:
     """name -> source of every shipped profile (configs/*.yaml with a top-level `profile` key)."""
     found = {}
     for path in sorted((Path(root) / PROFILE_DIR).glob("*.yaml")):
-        raw = yaml.safe_load(path.read_text())
+        try:
+            raw = parse_params_yaml(read_params_file(path), str(path))
+        except ConfigError:
+            continue  # not readable as params: not a profile (`profile use` on it says why)
         if isinstance(raw, dict) and "profile" in raw:
             found[path.stem] = path
     return found
@@ -74,7 +84,7 @@ def render_profile(source: str | Path, name: str | None = None, root: str | Path
         shown = source.as_posix()
     cfg = load_config(source)  # ConfigError names any bad key
     resolved = cfg.model_dump(mode="json")
-    document = _round_trip().load(source.read_text())
+    document = _round_trip().load(read_params_file(source))
     _fill_defaults(document, resolved, indent=0)
     body = io.StringIO()
     _round_trip().dump(document, body)
@@ -98,7 +108,7 @@ def set_profile_values(source: str | Path, values: dict[str, Any]) -> None:
     """Set dotted keys in a profile source file in place (atomically), its comments kept, and
     check the result still validates (e.g. `hub lock` writing `hub.models.depth.revision`)."""
     source = Path(source)
-    document = _round_trip().load(source.read_text())
+    document = _round_trip().load(read_params_file(source))
     for dotted, value in values.items():
         node = document
         *parents, leaf = dotted.split(".")

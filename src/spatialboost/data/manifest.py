@@ -1,9 +1,11 @@
 """Build the manifest (one line per readable image) and the quarantine list (one per rejected file).
 
 Every ref the source lists ends up in exactly one of the two files, so
-n_ok + n_quarantined == number of refs; a bad file never stops the run. Both files are written
-to a temporary name beside the target and renamed into place, so a crash never leaves a partial
-manifest behind.
+n_ok + n_quarantined == number of refs; a bad file never stops the run. What the source does
+not list (a file outside `data.extensions`, a symlinked folder) is counted by reason in
+`skipped`. Both files are written to a temporary name beside the target and renamed into
+place, so a crash never leaves a partial manifest behind, and a run first removes the
+temporaries a killed run left (`.manifest.jsonl.<pid>.tmp`, as the shard writers do).
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ from spatialboost.config import DataConfig
 from spatialboost.data.decode import decode_image
 from spatialboost.data.records import BadImage, ImageLimits, ImageRef, ManifestEntry, QuarantineEntry, Reason
 from spatialboost.data.sources import ImageSource, open_source
-from spatialboost.io import open_text_atomic
+from spatialboost.io import open_text_atomic, remove_stale_temporaries_of
 
 
 @dataclass(frozen=True)
 class ManifestReport:
-    """Counts of one manifest run; by_reason maps a quarantine reason code to its count."""
+    """Counts of one manifest run; by_reason maps a quarantine reason code to its count,
+    skipped a reason the source did not list a file to its count."""
 
     n_ok: int
     n_quarantined: int
     by_reason: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_total(self) -> int:
@@ -39,7 +43,8 @@ class ManifestReport:
     def as_dict(self) -> dict[str, Any]:
         """Plain counts, as written to metrics/manifest.json."""
         return {"n_ok": self.n_ok, "n_quarantined": self.n_quarantined, "n_total": self.n_total,
-                "by_reason": dict(self.by_reason)}
+                "by_reason": dict(self.by_reason), "n_skipped": sum(self.skipped.values()),
+                "skipped_by_reason": dict(self.skipped)}
 
 
 def inspect_ref(source: ImageSource, ref: ImageRef, limits: ImageLimits) -> ManifestEntry | QuarantineEntry:
@@ -71,6 +76,8 @@ def build_manifest(
     """Inspect every ref of `source`; write manifest and quarantine JSONL atomically; return counts."""
     by_reason: Counter[str] = Counter()
     n_ok = 0
+    for path in (manifest_path, quarantine_path):
+        remove_stale_temporaries_of(path)
     with open_text_atomic(Path(manifest_path)) as manifest, open_text_atomic(Path(quarantine_path)) as quarantine:
         for ref in tqdm(source.refs(), desc="manifest", unit="img", disable=not progress):
             entry = inspect_ref(source, ref, limits)
@@ -80,7 +87,8 @@ def build_manifest(
             else:
                 quarantine.write(entry.to_json() + "\n")
                 by_reason[entry.reason] += 1
-    return ManifestReport(n_ok=n_ok, n_quarantined=sum(by_reason.values()), by_reason=dict(sorted(by_reason.items())))
+    return ManifestReport(n_ok=n_ok, n_quarantined=sum(by_reason.values()), by_reason=dict(sorted(by_reason.items())),
+                          skipped=dict(getattr(source, "skipped", {})))  # fmt: skip
 
 
 def build_manifest_for(cfg: DataConfig, progress: bool = True) -> ManifestReport:

@@ -25,7 +25,8 @@ MANIFEST_SCHEMA_VERSION = 1
 class Reason(str, enum.Enum):
     """Why a file went to quarantine. The value is the code written to quarantine.jsonl."""
 
-    UNREADABLE = "unreadable"  # the source could not read it: a directory, a broken link, a missing object
+    UNREADABLE = "unreadable"  # the source could not read it: a broken or looping link, no permission, a missing object
+    NOT_A_FILE = "not_a_file"  # a directory, FIFO, socket or device named like an image: never opened for reading
     EMPTY = "empty"  # zero bytes
     FILE_TOO_LARGE = "file_too_large"  # more bytes than max_file_bytes
     NOT_AN_IMAGE = "not_an_image"  # no known image signature (text, HTML, random bytes)
@@ -84,12 +85,39 @@ class ImageLimits:
         )
 
 
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA", "JPEG2000", "AVIF")
+"""Pillow formats `decode_image` turns into RGB without outside programs or handlers (EPS needs
+Ghostscript, GRIB/HDF5 are stubs, PDF is write-only, HEIC needs a plugin we do not ship)."""
+
+_CODECS = {"WEBP": ("webp", False), "JPEG2000": ("jpg_2000", True), "AVIF": ("avif", False)}
+"""Formats whose decoder is an optional library of Pillow's build: (feature name, is a codec)."""
+
+
+def readable_extensions() -> dict[str, str]:
+    """Suffix -> Pillow format name, for every format in DECODED_FORMATS this Pillow build reads."""
+    from PIL import features
+
+    known = Image.registered_extensions()  # Pillow's own suffix -> format table (runs Image.init)
+    readable = {}
+    for ext, fmt in known.items():
+        if fmt not in DECODED_FORMATS or fmt not in Image.OPEN:
+            continue
+        feature = _CODECS.get(fmt)
+        if feature is not None:
+            name, is_codec = feature
+            available = features.check_codec(name) if is_codec else features.check_module(name)
+            if not available:
+                continue
+        readable[ext] = fmt
+    return readable
+
+
 def formats_for_extensions(extensions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Pillow format names for file suffixes (".jpg" -> "JPEG"), in first-seen order.
 
     Raises ValueError for a suffix Pillow cannot read, so a typo fails at start-up.
     """
-    known = Image.registered_extensions()  # Pillow's own suffix -> format table
+    known = readable_extensions()
     formats: list[str] = []
     for ext in extensions:
         fmt = known.get(ext.lower())

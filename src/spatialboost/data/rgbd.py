@@ -11,6 +11,7 @@ says where it is broken instead of failing later with a shape error.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -23,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from spatialboost.io import NotARegularFile, read_regular_file
 
 FORMAT_NAME = "spatialboost-rgbd"
 SCHEMA_VERSION = 1
@@ -182,12 +185,23 @@ class RGBDDataset:
         return RGBDSample(row, self.rgb(image_id), self.depth(image_id), instances, annotation)
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> bytes:
+    """The bytes of one file of the dataset: a regular file only (a FIFO would block the reader)."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return read_regular_file(path)
     except FileNotFoundError:
         raise RGBDFormatError(path, "missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except NotARegularFile as err:
+        raise RGBDFormatError(path, f"a {err.kind}, not a regular file") from None
+    except OSError as err:
+        raise RGBDFormatError(path, f"unreadable: {err.strerror or err}") from None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    data = _read_file(path)
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RGBDFormatError(path, f"not readable JSON: {err}") from None
     if not isinstance(raw, dict):
         raise RGBDFormatError(path, f"expected a JSON object, got {type(raw).__name__}")
@@ -209,10 +223,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 
 def _read_index(path: Path) -> list[IndexRow]:
+    data = _read_file(path)
     try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise RGBDFormatError(path, "missing") from None
+        table = pq.read_table(pa.BufferReader(data))
     except (OSError, pa.ArrowException) as err:
         raise RGBDFormatError(path, f"not a readable parquet file: {err}") from None
     _check_index_schema(path, table)
@@ -262,20 +275,18 @@ def _index_row(path: Path, raw: dict[str, Any]) -> IndexRow:
 
 
 def _open_png(path: Path) -> Image.Image:
+    data = _read_file(path)
     try:
-        return Image.open(path, formats=["PNG"])
-    except FileNotFoundError:
-        raise RGBDFormatError(path, "missing") from None
+        return Image.open(io.BytesIO(data), formats=["PNG"])
     except Exception as err:  # Pillow raises many types for a broken file
         raise RGBDFormatError(path, f"not a readable PNG: {type(err).__name__}: {err}") from None
 
 
 def _read_depth_npy(path: Path) -> np.ndarray:
+    data = _read_file(path)
     try:
-        depth = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise RGBDFormatError(path, "missing") from None
-    except (OSError, ValueError) as err:
+        depth = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
         raise RGBDFormatError(path, f"not a readable .npy array: {err}") from None
     if depth.dtype != np.float32 or depth.ndim != 2:
         raise RGBDFormatError(path, f"expected (H, W) float32 metres, got {depth.dtype} {depth.shape}")

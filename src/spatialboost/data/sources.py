@@ -5,20 +5,25 @@
         data = source.read_bytes(ref, max_bytes=limits.max_file_bytes)
 
 A source never decodes: it hands bytes to `decode_image`. Read failures that belong to one file
-(a directory named x.jpg, a broken or looping symlink, a missing S3 object) raise
-`BadImage(Reason.UNREADABLE, ...)`; failures of the source itself (S3 unreachable, a bad
-bucket) propagate, so an outage never quarantines a whole corpus.
+(a broken or looping symlink, a missing S3 object) raise `BadImage(Reason.UNREADABLE, ...)`, a
+directory, FIFO, socket or device named like an image `BadImage(Reason.NOT_A_FILE, ...)` (never
+opened for reading: a FIFO would block forever); failures of the source itself (S3
+unreachable, a bad bucket) propagate, so an outage never quarantines a whole corpus. What a
+source does not list is counted in `skipped` (reason -> count) once `refs()` has been consumed,
+so no file vanishes unaccounted for.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from spatialboost.data.records import BadImage, ImageRef, Reason
 from spatialboost.data.rgbd import RGBDDataset
+from spatialboost.io import FileTooLarge, NotARegularFile, read_regular_file
 
 if TYPE_CHECKING:
     from spatialboost.config import DataConfig, S3Config
@@ -26,7 +31,10 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class ImageSource(Protocol):
-    """Anything that lists images and reads their bytes."""
+    """Anything that lists images and reads their bytes; `skipped` counts, by reason, what the
+    last `refs()` left out (filled as it is consumed)."""
+
+    skipped: dict[str, int]
 
     def refs(self) -> Iterator[ImageRef]:
         """Every image in a stable order (sorted by id), without opening any file."""
@@ -43,15 +51,16 @@ def _too_large(max_bytes: int) -> BadImage:
 
 
 def _read_local(path: Path, max_bytes: int | None) -> bytes:
-    """Read at most max_bytes + 1 bytes, so a huge file is never pulled into memory."""
+    """Read at most max_bytes + 1 bytes, so a huge file is never pulled into memory; only a
+    regular file is read (a FIFO would block forever, a device never ends)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+        return read_regular_file(path, max_bytes)
+    except NotARegularFile as err:
+        raise BadImage(Reason.NOT_A_FILE, f"a {err.kind}, not a regular file") from None
+    except FileTooLarge:
+        raise _too_large(max_bytes or 0) from None
     except OSError as err:
         raise BadImage(Reason.UNREADABLE, f"{type(err).__name__}: {err.strerror or err}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise _too_large(max_bytes)
-    return data
 
 
 class FolderSource:
@@ -66,16 +75,30 @@ class FolderSource:
     def __init__(self, root: str | os.PathLike[str], extensions: tuple[str, ...] | list[str]) -> None:
         self.root = Path(root)
         self.extensions = tuple(ext.lower() for ext in extensions)
+        self.skipped: dict[str, int] = {}
+        if not self.root.exists():
+            raise FileNotFoundError(f"data.uri: image folder {self.root} does not exist")
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
+            raise NotADirectoryError(f"data.uri: {self.root} is not a folder of images")
 
     def refs(self) -> Iterator[ImageRef]:
+        """Skipped, by reason: "other_extension" (a file whose suffix is not in `extensions`),
+        "symlinked_directory" (a link to a folder: not followed, so no loop)."""
         found: list[ImageRef] = []
+        skipped: Counter[str] = Counter()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             dirnames.sort()
-            for name in [*dirnames, *filenames]:
+            for name in dirnames:
                 if name.lower().endswith(self.extensions):
                     found.append(self._ref(Path(dirpath) / name))
+                elif os.path.islink(os.path.join(dirpath, name)):
+                    skipped["symlinked_directory"] += 1
+            for name in filenames:
+                if name.lower().endswith(self.extensions):
+                    found.append(self._ref(Path(dirpath) / name))
+                else:
+                    skipped["other_extension"] += 1
+        self.skipped = dict(sorted(skipped.items()))
         yield from sorted(found, key=lambda ref: ref.id)
 
     def _ref(self, path: Path) -> ImageRef:
@@ -100,6 +123,7 @@ class WorldSource:
     def __init__(self, root: str | os.PathLike[str], split: str | None = None) -> None:
         self.dataset = RGBDDataset(root)
         self.split = split
+        self.skipped: dict[str, int] = {}  # the index lists every image: nothing to skip
         if split is not None and split not in self.dataset.splits():
             raise ValueError(f"{self.dataset.index_path}: no split {split!r} (has {self.dataset.splits()})")
 
@@ -197,25 +221,48 @@ class S3Source:
         self.extensions = tuple(ext.lower() for ext in extensions)
         self.page_size = page_size
         self.client: Any = s3_client(cfg)
+        self.skipped: dict[str, int] = {}
 
     def refs(self) -> Iterator[ImageRef]:
+        """Skipped, by reason: "directory_marker" (a key ending in '/'), "other_extension"."""
         # S3 lists keys in UTF-8 binary order; ids share the prefix, so this is sorted by id too.
         paginator = self.client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
         )
+        skipped: Counter[str] = Counter()
+        self.skipped = {}
         for page in pages:
             for obj in page.get("Contents", []):
                 key: str = obj["Key"]
-                if key.endswith("/") or not key.lower().endswith(self.extensions):
-                    continue
-                yield ImageRef(id=key[len(self.prefix) :], uri=f"s3://{self.bucket}/{key}", size=int(obj["Size"]))
+                if key.endswith("/"):
+                    skipped["directory_marker"] += 1
+                elif not key.lower().endswith(self.extensions):
+                    skipped["other_extension"] += 1
+                else:
+                    yield ImageRef(id=key[len(self.prefix) :], uri=f"s3://{self.bucket}/{key}", size=int(obj["Size"]))
+                self.skipped = dict(sorted(skipped.items()))
 
     def read_bytes(self, ref: ImageRef, max_bytes: int | None = None) -> bytes:
         data = get_s3_object(self.client, self.bucket, self.prefix + ref.id, max_bytes)
         if max_bytes is not None and len(data) > max_bytes:
             raise _too_large(max_bytes)
         return data
+
+
+def source_problem(cfg: DataConfig) -> str | None:
+    """Why `cfg`'s local source cannot be read at all (one line naming data.uri), or None.
+
+    For a stage to check before it starts: a missing folder or dataset is the user's mistake,
+    not a failed task. S3 is not checked here (that needs the network and credentials)."""
+    root = Path(cfg.uri)
+    if cfg.source == "folder" and not root.exists():
+        return f"data.uri: image folder {root} does not exist"
+    if cfg.source == "folder" and not root.is_dir():
+        return f"data.uri: {root} is not a folder of images"
+    if cfg.source == "world" and not (root / "dataset.json").is_file():
+        return f"data.uri: no world dataset at {root} ({root / 'dataset.json'} is missing; run `spatialboost world render`)"
+    return None
 
 
 def open_source(cfg: DataConfig) -> ImageSource:

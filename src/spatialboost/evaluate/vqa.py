@@ -21,9 +21,13 @@ Published formats read here (field names checked against the benchmarks' own cod
         y2], ...] per region), optional rle. The reference answer is a sentence ("The height of
         Region [1] is 10.0 inches."): its metres are parsed by the same rules as predictions.
 
-Scoring rules:
+Scoring rules (every answer is first normalised, `normalize_answer`: Unicode NFKC, so that
+full-width "（Ａ）" reads "(A)"; chat and special tokens such as "<s>", "</s>", "<|im_end|>",
+"[/INST]" and a leading "ASSISTANT:" removed; markdown emphasis dropped):
     BLINK: the chosen option is read from "(A)", "point A", "A is closer", "B is farther", a
-        bare "A", "the first" / "the second"; exact match with the answer's letter.
+        bare "A" or "A is ...", "the first" / "the second"; exact match with the answer's letter.
+        A refusal ("it is not possible to determine which point is closer", "I cannot tell",
+        "both are equally far") is no answer, even when it names the options.
     Qualitative predicates (yes/no): a leading yes/correct/indeed or no/incorrect/not, else the
         relation word (or its opposite: left/right, above/below, behind/front, tall/short,
         big/small, wide/thin) with a "not" before it; both sides parsed alike, correct when they
@@ -40,6 +44,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -109,17 +114,67 @@ def _words(text: str) -> list[tuple[str, int]]:
     return [(m.group(), m.start()) for m in _WORD.finditer(text.lower().replace("’", "'"))]
 
 
+_SPECIAL_TOKENS = re.compile(
+    r"<\|[^|<>\s]{1,40}\|>"  # <|im_end|>, <|endoftext|>, <|eot_id|>, <|assistant|>
+    r"|</?s>|<pad>|<unk>|<eos>|<bos>|<image>|<end_of_turn>|<start_of_turn>(?:model|user)?"
+    r"|\[/?INST\]|<</?SYS>>",
+    re.IGNORECASE,
+)
+_ROLE_PREFIX = re.compile(r"^\s*(?:assistant|gpt|model)\s*(?::|\n)\s*", re.IGNORECASE)
+_REFUSAL = re.compile(
+    r"\b(?:not\s+(?:possible|able)|impossible|unable|cannot|can\s*not|can't|couldn't|could\s+not)\s+"
+    r"(?:to\s+)?(?:be\s+)?(?:determin|tell|say|know|judge|decid|answer|conclud|infer|identif|see|discern|assess)"
+    r"|\bno\s+way\s+to\s+(?:tell|know|determine)"
+    r"|\b(?:not\s+enough|insufficient)\s+(?:information|context|detail)"
+    r"|^\s*(?:both|the\s+two)\s+(?:points?\s+)?(?:are|appear|seem|look)\s+(?:to\s+be\s+)?(?:at\s+)?(?:the\s+same|equally|equidistant)"
+    r"|^\s*neither\b|\beither\s+(?:point\s+)?[AB]\s+or\s+(?:point\s+)?[AB]\b"
+    r"|^\s*(?:i'?m\s+sorry|sorry|i\s+apologi[sz]e)\b",
+    re.IGNORECASE,
+)
+
+
+def normalize_answer(text: str) -> str:
+    """A model's free-text answer made comparable: NFKC (full-width "（Ａ）" -> "(A)", curly quotes
+    kept), chat and special tokens removed, a leading role label ("ASSISTANT:") and markdown
+    emphasis (*, _, `) dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = _SPECIAL_TOKENS.sub(" ", text).strip()
+    text = _ROLE_PREFIX.sub("", text)
+    text = re.sub(r"[*_`]+", "", text)
+    return " ".join(text.split())
+
+
+def is_refusal(text: str) -> bool:
+    """The answer declines to choose (cannot tell, not enough information, both the same)."""
+    return _after_refusal(normalize_answer(text)) is None
+
+
+def _after_refusal(text: str) -> str | None:
+    """The normalised answer, None when it is a refusal; when a refusal is followed by "but" /
+    "however" ("I cannot see B well, but A is closer"), what follows it."""
+    refusal = _REFUSAL.search(text)
+    if refusal is None:
+        return text
+    turn = re.search(r"\b(?:but|however|though|although|still)\b", text[refusal.end() :], flags=re.IGNORECASE)
+    return None if turn is None else text[refusal.end() + turn.end() :]
+
+
 def parse_choice(text: str, letters: Sequence[str] = ("A", "B")) -> str | None:
     """The option letter a free-text answer picks, or None.
 
-    Rules in order: a parenthesised letter "(A)" (only one distinct); "point/option/answer/
-    choice A"; the whole answer a letter ("A", "B."); "the first" / "the second".
+    Rules in order, on the normalised answer: a parenthesised letter "(A)" (only one distinct);
+    a refusal is no answer; "point/option/answer/choice A"; the whole answer a letter ("A",
+    "B."); a leading letter and a verb ("A is", "B appears"); "A." / "A:" first; "the first" /
+    "the second".
     """
     options = "".join(letters)
-    found = {m.upper() for m in re.findall(rf"\(([{options}])\)", text, flags=re.IGNORECASE)}
+    found = {m.upper() for m in re.findall(rf"\(([{options}])\)", normalize_answer(text), flags=re.IGNORECASE)}
     if len(found) == 1:
         return found.pop()
-    keyword = re.search(rf"\b(?i:point|option|answer(?: is)?|choice)\s*:?\s*\(?([{options}])\b", text) or re.search(
+    text = _after_refusal(normalize_answer(text))  # type: ignore[assignment]
+    if text is None or _names_every_option(text, letters):
+        return None
+    keyword = re.search(rf"\b(?i:point|option|answer|choice)(?i: is)?\s*:?\s*\(?([{options}])\b", text) or re.search(
         rf"\b(?i:point|option)\s+([{options.lower()}])\b(?![-'])", text
     )  # the letter is upper case, except right after "point" / "option" ("point a is closer")
     if keyword:
@@ -127,6 +182,9 @@ def parse_choice(text: str, letters: Sequence[str] = ("A", "B")) -> str | None:
     bare = re.fullmatch(rf"\s*\(?([{options}])\)?\s*[.:,!)]?\s*", text)
     if bare:
         return bare.group(1).upper()
+    verb = re.match(rf"\s*([{options}])\s+(?:is|are|was|appears?|seems?|looks?|would|should|must)\b", text)
+    if verb:  # "A is" (a cut-off answer); "A point ..." is an article, not a choice
+        return verb.group(1)
     leading = re.match(rf"\s*([{options}])\s*[.:,)]\s", text + " ")  # "A. The point on the table"
     if leading:
         return leading.group(1)
@@ -136,11 +194,20 @@ def parse_choice(text: str, letters: Sequence[str] = ("A", "B")) -> str | None:
     return None
 
 
+def _names_every_option(text: str, letters: Sequence[str]) -> bool:
+    """ "A or B", "A and B", "either A or B": the answer lists the options instead of choosing."""
+    joined = "|".join(letters)
+    return re.search(rf"\b(?:{joined})\s*(?:or|and|/|,)\s*(?:point\s+)?(?:{joined})\b", text) is not None
+
+
 def parse_relative_depth(text: str) -> str | None:
     """ "A" or "B": which point the answer says is closer to the camera (BLINK Relative_Depth)."""
-    explicit = {m.upper() for m in re.findall(r"\(([AB])\)", text, flags=re.IGNORECASE)}
+    explicit = {m.upper() for m in re.findall(r"\(([AB])\)", normalize_answer(text), flags=re.IGNORECASE)}
     if len(explicit) == 1:
         return explicit.pop()
+    text = _after_refusal(normalize_answer(text))  # type: ignore[assignment]
+    if text is None:
+        return None
     comparative = re.search(r"\b(?:(?i:point)\s+)?([AB])\b[^.?!]{0,20}?\b(?i:(closer|nearer|farther|further))\b", text)
     if comparative:
         letter = comparative.group(1).upper()
@@ -148,8 +215,6 @@ def parse_relative_depth(text: str) -> str | None:
         farther = comparative.group(2).lower() in ("farther", "further")
         return letter if farther == negated else ("B" if letter == "A" else "A")
     return parse_choice(text)
-
-
 _NUMBER_WORDS = {
     w: str(i)
     for i, w in enumerate(
@@ -189,7 +254,7 @@ def parse_distance_m(text: str, default_unit: str | None = "m") -> float | None:
     first number counts in `default_unit` (None: no answer). "Region [k]" and "N o'clock" are
     not lengths.
     """
-    clean = _CLOCK.sub(" ", _REGION.sub(" ", text.replace("’", "'").replace("”", '"')))
+    clean = _CLOCK.sub(" ", _REGION.sub(" ", normalize_answer(text).replace("’", "'").replace("”", '"')))
     clean = re.sub(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", lambda m: _NUMBER_WORDS[m.group().lower()], clean,
                    flags=re.IGNORECASE)  # fmt: skip
     matches = list(_QUANTITY.finditer(clean))
@@ -213,7 +278,7 @@ def parse_distance_m(text: str, default_unit: str | None = "m") -> float | None:
 
 def parse_clock(text: str) -> int | None:
     """The clock direction (1..12) of "... around the 2 o'clock direction", or None."""
-    match = _CLOCK.search(text)
+    match = _CLOCK.search(normalize_answer(text))
     if match is None or not 1 <= int(match.group(1)) <= 12:
         return None
     return int(match.group(1))
@@ -226,7 +291,11 @@ def relation_of(category: str) -> str | None:
 
 
 def parse_yes_no(text: str, relation: str) -> bool | None:
-    """Whether the answer affirms `relation` ("left", "tall", ...) of the first region, or None."""
+    """Whether the answer affirms `relation` ("left", "tall", ...) of the first region, or None
+    (also for a refusal)."""
+    text = _after_refusal(normalize_answer(text))  # type: ignore[assignment]
+    if text is None:
+        return None
     words = _words(text)
     if not words:
         return None
@@ -265,7 +334,11 @@ def _mentions(text: str, candidate: str) -> list[int]:
 
 
 def parse_choice_region(text: str, candidates: Sequence[str], relation: str | None) -> int | None:
-    """Index of the candidate the answer picks as the most `relation` (e.g. "left"), or None."""
+    """Index of the candidate the answer picks as the most `relation` (e.g. "left"), or None
+    (also for a refusal)."""
+    text = _after_refusal(normalize_answer(text))  # type: ignore[assignment]
+    if text is None:
+        return None
     positions = [(pos, k) for k, c in enumerate(candidates) for pos in _mentions(text, c)]
     if not positions:
         ordinal = next((_ORDINALS[w] for w, _ in _words(text) if w in _ORDINALS), None)

@@ -16,6 +16,10 @@ backend; model records carry mask ranks, not instance ids, and are not matched h
 (c) the ground plane: the share of scenes whose camera pitch and roll, from a canonical frame
     fitted by RANSAC with the dataset's gravity withheld, are both within 1 degree of the
     annotation's. Quarantined scenes and scenes without a plane (fallback frame) count as misses.
+(d) boxes: per recorded object, (length, width, height) of its (amodal) box minus the annotated
+    box's (horizontal sides longer first, height along gravity), and camera-to-centre distance
+    minus the true one, metres; medians over every object (occluded and truncated ones included:
+    metrics/synthesize.json has the errors of the objects conversations ask about).
 
     report = evaluate_extraction(GroundTruthObserver(ds), ds.ids("test"), cfg.extract.geometry)
 """
@@ -40,7 +44,8 @@ from spatialboost.extract.scene import SceneFailure, build_scene, fit_frame, ima
 from spatialboost.geometry import canonical_frame_from_gravity, unproject
 
 TARGETS = {"pair_distance_median_relative_error_max": 0.05, "relation_agreement_min": 0.98,
-           "ground_plane_within_1deg_min": 0.95}  # fmt: skip
+           "ground_plane_within_1deg_min": 0.95, "box_size_median_abs_error_max_m": 0.10,
+           "distance_median_abs_error_max_m": 0.05}  # fmt: skip
 """The acceptance targets of the extraction stage on held-out world scenes."""
 
 RELATIONS = ("left_right", "closer_farther")
@@ -56,6 +61,8 @@ class SceneComparison:
     """
 
     pair_errors: list[float] = field(default_factory=list)
+    size_errors: list[tuple[float, float, float]] = field(default_factory=list)
+    distance_errors: list[float] = field(default_factory=list)
     relation_agree: Counter[str] = field(default_factory=Counter)
     relation_total: Counter[str] = field(default_factory=Counter)
     n_visible: int = 0
@@ -75,6 +82,10 @@ def compare_scene(record: SceneRecord, annotation: dict[str, Any], min_relative_
     est_x = np.array([obj.box.center[0] for obj in objects])
     true_dist = np.linalg.norm(true_cam, axis=1)  # camera centre to object centre
     est_dist = np.array([obj.center_distance_m for obj in objects])
+    for obj, distance in zip(objects, true_dist, strict=True):
+        true_size = box_extents(truth[obj.object_id]["box_camera"], rotation[2])
+        out.size_errors.append(tuple(float(e - t) for e, t in zip(obj.box.size, true_size, strict=True)))  # type: ignore[arg-type]
+        out.distance_errors.append(float(obj.center_distance_m - distance))
     for a in range(len(objects)):
         for b in range(a + 1, len(objects)):
             d_true = float(np.linalg.norm(true_cam[b] - true_cam[a]))
@@ -90,6 +101,16 @@ def compare_scene(record: SceneRecord, annotation: dict[str, Any], min_relative_
                     out.relation_total[name] += 1
                     out.relation_agree[name] += int(np.sign(true_margin) == np.sign(est_margin))
     return out
+
+
+def box_extents(box_camera: dict[str, Any], up_cam: np.ndarray) -> tuple[float, float, float]:
+    """(length, width, height) of an annotated box: its two horizontal sides, longer first, and
+    its extent along `up_cam` (canonical z in the camera frame), metres."""
+    corners = np.asarray(box_camera["corners"], dtype=np.float64)  # (8, 3)
+    axes = np.asarray(box_camera["rotation"], dtype=np.float64)  # columns: box axes, camera frame
+    vertical = int(np.argmax(np.abs(axes.T @ up_cam)))
+    horizontal = [float(size) for k, size in enumerate(box_camera["size"]) if k != vertical]
+    return max(horizontal), min(horizontal), float(np.ptp(corners @ up_cam))
 
 
 def ransac_plane_errors(
@@ -117,6 +138,8 @@ def summarize(
     frame, or None when that scene was quarantined.
     """
     errors = np.array([e for c in comparisons for e in c.pair_errors])
+    sizes = np.abs(np.array([e for c in comparisons for e in c.size_errors]).reshape(-1, 3))
+    distances = np.abs(np.array([e for c in comparisons for e in c.distance_errors]))
     agree = sum((c.relation_agree for c in comparisons), Counter())
     total = sum((c.relation_total for c in comparisons), Counter())
     within = [
@@ -143,6 +166,27 @@ def summarize(
             "p90_relative_error": float(np.quantile(errors, 0.9)) if len(errors) else float("nan"),
             "target_max": TARGETS["pair_distance_median_relative_error_max"],
             "passed": bool(pair_median <= TARGETS["pair_distance_median_relative_error_max"]),
+        },
+        "boxes": {
+            "n_objects": int(len(sizes)),
+            "size_median_abs_error_m": dict(
+                zip(
+                    ("length", "width", "height"),
+                    (np.median(sizes, axis=0).round(4).tolist() if len(sizes) else [float("nan")] * 3),
+                    strict=True,
+                )
+            ),  # fmt: skip
+            "distance_median_abs_error_m": round(float(np.median(distances)), 4) if len(distances) else float("nan"),
+            "distance_p90_abs_error_m": round(float(np.quantile(distances, 0.9)), 4)
+            if len(distances)
+            else float("nan"),
+            "size_target_max_m": TARGETS["box_size_median_abs_error_max_m"],
+            "distance_target_max_m": TARGETS["distance_median_abs_error_max_m"],
+            "passed": bool(
+                len(sizes)
+                and np.median(sizes, axis=0).max() <= TARGETS["box_size_median_abs_error_max_m"]
+                and np.median(distances) <= TARGETS["distance_median_abs_error_max_m"]
+            ),  # fmt: skip
         },
         "relations": {
             "min_relative_margin": min_relative_margin,

@@ -21,9 +21,11 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Written on every scene and quarantine record and in the shard manifest; bump on any change
-of a field's meaning. 2: `SceneRecord.depth_map` (the stored depth map), synthesize quarantine."""
+of a field's meaning. 2: `SceneRecord.depth_map` (the stored depth map), synthesize quarantine.
+3: boxes are amodal (completed beyond the visible surface, geometry/completion.py); the
+evidence says how (`completion`, `ground_contact`) and keeps the visible box's size."""
 
 FLOAT_DECIMALS = 6
 
@@ -34,10 +36,13 @@ def _round(value: float) -> float:
 
 Float = Annotated[float, AfterValidator(_round)]
 Vec3 = tuple[Float, Float, Float]
+Extent = Annotated[float, AfterValidator(_round), Field(gt=0)]
+"""A box extent, metres: never zero (extraction floors extents at one pixel)."""
 Mat3 = tuple[Vec3, Vec3, Vec3]
 
 FrameSourceName = Literal["dataset_gravity", "ransac_plane", "fallback_camera"]
 FocalSourceName = Literal["dataset", "exif", "model"]
+CompletionName = Literal["visible", "round_prior", "visible_depth", "free_space"]
 
 
 class _Record(BaseModel):
@@ -167,12 +172,13 @@ def string_to_counts(text: str) -> list[int]:
 class CanonicalBox(_Record):
     """Gravity-aligned box yawed about canonical z (geometry.OrientedBox).
 
-    center: (3,) canonical frame, metres. size: (length, width, height), metres, length >= width.
+    center: (3,) canonical frame, metres. size: (length, width, height), metres, length >= width,
+    each > 0.
     yaw_rad: canonical +x to the length axis, counter-clockwise seen from above, in [-pi/2, pi/2).
     """
 
     center: Vec3
-    size: Vec3
+    size: tuple[Extent, Extent, Extent]
     yaw_rad: Float
 
 
@@ -183,6 +189,9 @@ class ObjectEvidence(_Record):
     max_points_per_object); n_kept: those left after outlier removal. depth_spread: IQR / median
     of the object's z-depths. plane_residual_m: RMS residual of the ground plane, if one was used.
     mask_score, mask_stability: the segmenter's predicted IoU and stability (1 for ground truth).
+    completion: how the box's far side was placed (geometry.CompletionMethod); ground_contact:
+    the box reaches down to the ground; visible_size: (length, width, height) of the box of the
+    visible points alone, metres. The defaults describe a record built by hand from a box.
     """
 
     n_points: int = Field(ge=0)
@@ -194,6 +203,9 @@ class ObjectEvidence(_Record):
     focal_source: FocalSourceName
     mask_score: Float
     mask_stability: Float
+    completion: CompletionName = "visible"
+    ground_contact: bool = False
+    visible_size: Vec3 | None = None
 
 
 class ObjectRecord(_Record):
@@ -301,7 +313,7 @@ class SceneRecord(_Record):
     extraction stage wrote. The intrinsics are the ones that map was made (and unprojected) with.
     """
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     image_id: str
     image_uri: str
     width: int = Field(ge=1)
@@ -345,7 +357,7 @@ class QuarantineRecord(_Record):
     reason: a code; detail: one human-readable line.
     """
 
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     id: str
     uri: str
     stage: Literal["extract", "synthesize"] = "extract"

@@ -9,7 +9,9 @@ The steps (the paper's extraction stage, geometry/ does the maths):
 3. the canonical frame: dataset gravity when known, else RANSAC on the pixels outside every
    object mask, else the camera's own axes (the frame records which, and why);
 4. per object: its masked points, subsampled to `max_points_per_object` with `rng`, outliers
-   removed, an oriented box, distances, evidence and confidence. Objects left with too few
+   removed, an amodal oriented box (completed beyond the visible surface: down to the ground
+   it rests on, the hidden back by a round-footprint prior; geometry/completion.py), distances
+   between the camera and the completed box, evidence and confidence. Objects left with too few
    points are dropped and counted in `SceneRecord.dropped`; fewer than `min_objects` usable
    objects quarantine the image. No image is ever dropped silently.
 """
@@ -21,6 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from spatialboost.config import ObjectGeometryConfig
 from spatialboost.extract.observe import Observation
@@ -36,9 +39,11 @@ from spatialboost.extract.records import (
 )
 from spatialboost.geometry import (
     CanonicalFrame,
+    CompletionParams,
     ObjectGeometry,
     OutlierParams,
     canonical_frame,
+    free_space_test,
     measure_object,
     unproject,
     valid_depth_mask,
@@ -215,10 +220,21 @@ def measure_mask(
         frame,
         focal_source=_GEOMETRY_FOCAL_SOURCE[obs.focal_source],  # type: ignore[arg-type]
         outliers=OutlierParams(enabled=geometry.outlier_removal),
-    )
+        completion=completion_params(geometry),
+        pixel_angle_rad=1.0 / min(obs.fx, obs.fy),
+        seen_through=free_space_test(
+            obs.depth, obs.fx, obs.fy, obs.cx, obs.cy, frame.rotation, frame.translation,
+            ndimage.binary_dilation(mask),
+        ),
+    )  # fmt: skip
     if measured.evidence.n_kept < geometry.min_points_per_object:
         return "too_few_points"
     return object_record(obs, index, mask, area, n_points, measured, frame)
+
+
+def completion_params(geometry: ObjectGeometryConfig) -> CompletionParams:
+    """The box completion settings of the `extract.geometry` config."""
+    return CompletionParams(enabled=geometry.box_completion == "amodal", contact_ratio=geometry.ground_contact_ratio)
 
 
 def object_record(
@@ -257,6 +273,9 @@ def object_record(
             focal_source=obs.focal_source,
             mask_score=obs.masks[index].score,
             mask_stability=obs.masks[index].stability,
+            completion=measured.completion.method,
+            ground_contact=measured.completion.ground_contact,
+            visible_size=tuple(measured.completion.visible.size),
         ),
         confidence=measured.confidence,
     )  # type: ignore[arg-type]  # tuples of numpy floats validate as Vec3

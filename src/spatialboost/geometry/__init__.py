@@ -15,6 +15,15 @@ from spatialboost.geometry.boxes import (
     wrap_half_turn,
 )
 from spatialboost.geometry.camera import intrinsics_matrix, project, unproject, unproject_masked, valid_depth_mask
+from spatialboost.geometry.completion import (
+    CompletedBox,
+    CompletionMethod,
+    CompletionParams,
+    SeenThrough,
+    complete_box,
+    free_space_test,
+    round_prior_axis,
+)
 from spatialboost.geometry.frame import (
     CanonicalFrame,
     FrameSource,
@@ -50,12 +59,16 @@ from spatialboost.geometry.relations import PairRelations, relate
 __all__ = [
     "AxisAlignedBox",
     "CanonicalFrame",
+    "CompletedBox",
+    "CompletionMethod",
+    "CompletionParams",
     "ConfidenceWeights",
     "FocalSource",
     "FrameSource",
     "GroundPlane",
     "NoGroundPlane",
     "ObjectEvidence",
+    "SeenThrough",
     "ObjectGeometry",
     "OrientedBox",
     "OutlierParams",
@@ -64,6 +77,8 @@ __all__ = [
     "canonical_frame",
     "canonical_frame_from_gravity",
     "cluster_radius",
+    "complete_box",
+    "free_space_test",
     "depth_spread",
     "fit_ground_plane_ransac",
     "fit_plane_least_squares",
@@ -84,6 +99,7 @@ __all__ = [
     "relate",
     "remove_outliers",
     "rotation_cam_from_canonical",
+    "round_prior_axis",
     "statistical_inlier_mask",
     "unproject",
     "unproject_masked",

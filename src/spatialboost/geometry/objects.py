@@ -7,7 +7,8 @@ from typing import Literal
 
 import numpy as np
 
-from spatialboost.geometry.boxes import AxisAlignedBox, OrientedBox, axis_aligned_box, oriented_box
+from spatialboost.geometry.boxes import AxisAlignedBox, OrientedBox, axis_aligned_box
+from spatialboost.geometry.completion import CompletedBox, CompletionParams, SeenThrough, complete_box
 from spatialboost.geometry.frame import CanonicalFrame
 from spatialboost.geometry.pointcloud import OutlierParams, remove_outliers
 
@@ -63,12 +64,15 @@ class ObjectEvidence:
 class ObjectGeometry:
     """An object in the canonical frame (metres).
 
-    box: gravity-aligned oriented box; aabb: axis-aligned box; kept: (N,) bool over the input
-    points; center_distance_m: camera centre to box centre; nearest_distance_m: camera centre
-    to the nearest kept point; confidence in [0, 1].
+    box: the amodal gravity-aligned box (geometry/completion.py: the hidden back and bottom
+    completed); completion: that box, the visible-surface one and how it was made; aabb:
+    axis-aligned box of the visible points; kept: (N,) bool over the input points;
+    center_distance_m: camera centre to the (amodal) box centre; nearest_distance_m: camera
+    centre to the nearest kept point; confidence in [0, 1].
     """
 
     box: OrientedBox
+    completion: CompletedBox
     aabb: AxisAlignedBox
     kept: np.ndarray
     center_distance_m: float
@@ -121,12 +125,19 @@ def measure_object(
     focal_source: FocalSource = "dataset",
     outliers: OutlierParams | None = None,
     weights: ConfidenceWeights | None = None,
+    completion: CompletionParams | None = None,
+    pixel_angle_rad: float | None = None,
+    seen_through: SeenThrough | None = None,
 ) -> ObjectGeometry:
     """Measure one object from its masked camera-frame points.
 
     points_cam: (N, 3) camera frame, metres, e.g. from `unproject_masked(depth, mask, ...)`;
-    non-finite rows are dropped. frame: the image's canonical frame. Raises ValueError when no
-    point has valid depth (an empty mask, or all-NaN depth under it).
+    non-finite rows are dropped. frame: the image's canonical frame. completion: how the box
+    is completed beyond the visible surface (CompletionParams() by default). pixel_angle_rad:
+    1 / focal length (pixels): no extent is written below one pixel at the object's distance.
+    seen_through: the image's free space for this object (geometry.free_space_test), which
+    keeps the completed far side out of space the camera sees empty.
+    Raises ValueError when no point has valid depth (an empty mask, or all-NaN depth under it).
     """
     points_cam = np.asarray(points_cam, dtype=np.float64)
     if points_cam.ndim != 2 or points_cam.shape[1] != 3:
@@ -145,9 +156,13 @@ def measure_object(
         n_points=int(valid.sum()),
         n_kept=int(kept.sum()),
     )
-    box = oriented_box(canonical)
+    completed = complete_box(
+        canonical, camera, frame.camera_height_m is not None, pixel_angle_rad, completion, seen_through
+    )
+    box = completed.box
     return ObjectGeometry(
         box=box,
+        completion=completed,
         aabb=axis_aligned_box(canonical),
         kept=kept,
         center_distance_m=float(np.linalg.norm(box.center - camera)),

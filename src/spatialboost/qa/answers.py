@@ -213,7 +213,7 @@ class TurnWriter:
     def _object_height(self, q: Question) -> _Text:
         obj = self._objects[q.object_ids[0]]
         question = self._template(q).format(a=obj.name)
-        return _Text(question, capitalize(f"{obj.name} is {self.fmt.length(obj.size[2])} tall."))
+        return _Text(question, capitalize(f"{obj.name} is {self.fmt.extent(obj.size[2])} {self.fmt.unit} tall."))
 
     def _object_box(self, q: Question) -> _Text:
         obj = self._objects[q.object_ids[0]]
@@ -221,7 +221,7 @@ class TurnWriter:
         xyz = ", ".join(self.fmt.number(c) for c in (cx, cy, cz))
         center = Said(self.n_written, tuple(self.fmt.rounded(c) for c in (cx, cy, cz)), f"({xyz}) {self.fmt.unit}")
         self.said.setdefault(("box", obj.object_id), center)
-        size = " x ".join(self.fmt.number(s) for s in (length, width, height))
+        size = " x ".join(self.fmt.extent(s) for s in (length, width, height))  # never "130 x 0 x 140 cm"
         answer = (
             f"{capitalize(obj.name)} is centred at {center.text} ({BOX_FRAME_NOTE}) and measures "
             f"{size} {self.fmt.unit} (length x width x height)."
@@ -342,9 +342,9 @@ class TurnWriter:
             answer = f"From nearest to farthest: {join_words([f'{o.name} ({self.fmt.length(o.distance_m)})' for o in order])}."
         else:
             order = sorted(objects, key=lambda o: -o.size[2])
-            answer = f"The tallest is {order[0].name}, {self.fmt.length(order[0].size[2])} tall" if order else ""
+            answer = f"The tallest is {order[0].name}, {self.fmt.extent(order[0].size[2])} {self.fmt.unit} tall" if order else ""
             if len(order) > 1:
-                answer += f"; the shortest is {order[-1].name}, {self.fmt.length(order[-1].size[2])}"
+                answer += f"; the shortest is {order[-1].name}, {self.fmt.extent(order[-1].size[2])} {self.fmt.unit}"
             answer = f"{answer}." if order else inventory(objects)
         turn = Turn(
             level="caption", qtype=kind, question=question, answer=capitalize(answer), answer_type="text",  # type: ignore[arg-type]

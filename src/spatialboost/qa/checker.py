@@ -14,7 +14,11 @@ It reads the sidecar's raw JSON (not qa's classes) and the dataset's annotations
   objects: between centres; points: the depth map at (row y, column x), and the ray length.
 
 A bool or choice answer agrees when it equals the truth; a number (or every component of a
-box) is within its stated tolerance. Caption turns (text) are counted as unchecked.
+box) is within its stated tolerance. Caption turns (text) are counted as unchecked. Numeric
+types also report their errors against the world's exact boxes: the median absolute error (per
+component for a box: centre x, y, z, length, width, height, and the size error over all three
+extents), and the share within 25% of the truth (SpatialRGPT-bench's quantitative criterion,
+independent of our own bands).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ import numpy as np
 from spatialboost.data.rgbd import RGBDDataset
 
 LETTERS = "ABCDEFGH"
+BOX_COMPONENTS = ("center_x", "center_y", "center_z", "length", "width", "height")
+RELATIVE_CRITERION = 0.25
+"""A number counts as right within 25% of the truth (SpatialRGPT-bench's 0.75 gt <= pred <= 1.25 gt)."""
 
 
 class WorldTruth:
@@ -145,6 +152,8 @@ def check_sidecar(records: Iterable[dict[str, Any]], dataset: RGBDDataset, max_e
     """
     discrete, numeric = Counter(), Counter()
     by_qtype: dict[str, Counter] = {}
+    errors: dict[str, list[list[float]]] = {}
+    truths: dict[str, list[list[float]]] = {}
     examples: list[dict[str, Any]] = []
     unchecked, images = 0, set()
     cache: dict[str, WorldTruth] = {}
@@ -166,6 +175,8 @@ def check_sidecar(records: Iterable[dict[str, Any]], dataset: RGBDDataset, max_e
             else:
                 ok, detail = within_tolerance(truth, turn)
                 tally = numeric
+                errors.setdefault(turn["qtype"], []).append(detail)
+                truths.setdefault(turn["qtype"], []).append(true_numbers(truth, turn))
             tally["n"] += 1
             tally["agree"] += int(ok)
             stats = by_qtype.setdefault(turn["qtype"], Counter())
@@ -178,10 +189,45 @@ def check_sidecar(records: Iterable[dict[str, Any]], dataset: RGBDDataset, max_e
         "images": len(images),
         "choice_bool": _rate(discrete),
         "numeric": _rate(numeric),
-        "by_qtype": {k: _rate(v) for k, v in sorted(by_qtype.items())},
+        "by_qtype": {k: _rate(v) | _error_stats(k, errors.get(k), truths.get(k)) for k, v in sorted(by_qtype.items())},
+        "label_errors": _headline_errors(errors),
         "unchecked_text_turns": unchecked,
         "disagreements": examples,
     }
+
+
+def _error_stats(qtype: str, errors: list[list[float]] | None, truths: list[list[float]] | None) -> dict[str, Any]:
+    """Median absolute errors (metres) and the share within RELATIVE_CRITERION of the truth."""
+    if not errors or truths is None:
+        return {}
+    err, true = np.abs(np.array(errors, dtype=np.float64)), np.abs(np.array(truths, dtype=np.float64))
+    if qtype == "object_box":
+        sizes = err[:, 3:]
+        return {
+            "median_abs_error_m": dict(zip(BOX_COMPONENTS, np.median(err, axis=0).round(4).tolist(), strict=True)),
+            "size_median_abs_error_m": round(float(np.median(sizes)), 4),
+            "size_within_25pct": round(float((sizes <= RELATIVE_CRITERION * true[:, 3:]).all(axis=1).mean()), 4),
+        }
+    if qtype == "point_depth":
+        return {"median_abs_error_m": round(float(np.median(err)), 4)}
+    return {
+        "median_abs_error_m": round(float(np.median(err)), 4),
+        "within_25pct": round(float((err[:, 0] <= RELATIVE_CRITERION * true[:, 0]).mean()), 4),
+    }
+
+
+def _headline_errors(errors: dict[str, list[list[float]]]) -> dict[str, Any]:
+    """The medians a reader looks for first: box size per extent, distances to the camera and between objects, metres."""
+    out: dict[str, Any] = {}
+    if errors.get("object_box"):
+        sizes = np.abs(np.array(errors["object_box"], dtype=np.float64))[:, 3:]
+        out["box_size_median_abs_error_m"] = dict(
+            zip(BOX_COMPONENTS[3:], np.median(sizes, axis=0).round(4).tolist(), strict=True)
+        )
+    for qtype in ("object_distance", "distance_between"):
+        if errors.get(qtype):
+            out[f"{qtype}_median_abs_error_m"] = round(float(np.median(np.abs(errors[qtype]))), 4)
+    return out
 
 
 def _rate(tally: Counter) -> dict[str, float | int]:

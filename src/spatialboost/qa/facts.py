@@ -24,7 +24,6 @@ when deciding whether a name repeats: they are in the image.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +42,8 @@ class ObjectFacts:
     with its article ("the red cube", "the red cube at (45, 60)"). point, box: the point or 2D
     box the name mentions, if any. center: (x, y, z) canonical frame, metres. size: (length, width,
     height), metres. distance_m: camera centre to box centre; nearest_m: to its nearest point.
-    bbox: the mask's 2D box, pixels. measurable: neither truncated nor occluded.
+    bbox: the mask's 2D box, pixels. measurable: neither truncated nor occluded. pixel_m: one
+    pixel at the object's distance, metres.
     """
 
     object_id: int
@@ -61,9 +61,7 @@ class ObjectFacts:
     bbox: Box2D
     truncated: bool
     occluded: bool
-    hidden_m: float
     pixel_m: float
-    look_down: float
     n_kept: int
 
     @property
@@ -170,23 +168,9 @@ def _object_facts(
         bbox=(x0, y0, x1, y1),
         truncated=x0 <= 0 or y0 <= 0 or x1 >= record.width or y1 >= record.height,
         occluded=occluded,
-        hidden_m=max(0.0, length - width),
         pixel_m=obj.center_distance_m / min(record.intrinsics.fx, record.intrinsics.fy),
-        look_down=look_down_factor(record.frame.translation[2] - obj.box.center[2], obj.center_distance_m),
         n_kept=obj.evidence.n_kept,
     )
-
-
-def look_down_factor(drop_m: float, distance_m: float) -> float:
-    """1 - cos(elevation) of the camera seen from an object's centre: 0 level, 1 straight above.
-
-    drop_m: how much higher the camera is than the centre; distance_m: centre to camera. A camera
-    looking down at a round object misses its bottom cap, about height * (1 - cos) / 2 of it.
-    """
-    if distance_m <= 0:
-        return 0.0
-    sine = min(1.0, abs(drop_m) / distance_m)
-    return 1.0 - math.sqrt(1.0 - sine * sine)
 
 
 def interior_point(mask: np.ndarray, bbox: Box2D) -> Point:

@@ -60,6 +60,15 @@ class NumberFormat:
         """Number and unit: "2.1 m", "210 cm"."""
         return f"{self.number(value_m)} {self.unit}"
 
+    def extent(self, value_m: float) -> str:
+        """A size (> 0) as a number that never reads 0: one that rounds to zero at `decimals`
+        gets the decimals of its first significant digit ("0.04" m, "4" cm), not "0"."""
+        rounded = self.rounded(value_m)
+        if rounded != 0 or value_m <= 0:
+            return self.show(rounded)
+        digits = -math.floor(math.log10(value_m * self._scale))
+        return f"{round(value_m * self._scale, digits):.{max(digits, 0)}f}"
+
 
 def capitalize(text: str) -> str:
     """First letter upper case, the rest untouched ("the red cube ..." -> "The red cube ...")."""

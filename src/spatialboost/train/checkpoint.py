@@ -101,15 +101,38 @@ def save_checkpoint(
     if ctx.is_main:
         tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in model_state.items()}  # clone: no shared storage
         save_file(tensors, tmp / "trainable.safetensors", metadata={"step": str(state.step)})
-        torch.save(optim_state, tmp / "optimizer.pt")
+        torch.save(_canonical_optimizer_state(optim_state), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state), indent=1))
+        (tmp / "trainer_state.json").write_text(json.dumps(without_timings(asdict(state)), indent=1))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         write_json_atomic(root / LATEST, {"step": state.step, "path": final.name})
         _prune(root, keep)
     barrier(ctx)
     return final
+
+
+def _canonical_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state with its param groups' sequences as lists: a fresh AdamW holds betas as
+    a tuple, one restored from a checkpoint as a list, and pickle writes the two differently, so
+    without this a resumed run's checkpoints would differ in bytes from an uninterrupted run's."""
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in group.items()} for group in state["param_groups"]]
+    return {**state, "param_groups": groups}
+
+
+RUN_LOG_KEYS = ("tokens_per_s", "wall_s", "resumed_from")
+"""Keys about how a run went (the machine's speed, whether it was resumed), not what it
+computed: kept out of every file a run writes, so that a rerun or a resumed run writes the same
+bytes as an uninterrupted one. They reach the tracker, the console and metrics/train.json."""
+
+
+def without_timings(record: Any) -> Any:
+    """`record` (dicts and lists, recursively) without the RUN_LOG_KEYS."""
+    if isinstance(record, dict):
+        return {k: without_timings(v) for k, v in record.items() if k not in RUN_LOG_KEYS}
+    if isinstance(record, list):
+        return [without_timings(v) for v in record]
+    return record
 
 
 def load_checkpoint(

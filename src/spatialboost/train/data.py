@@ -41,6 +41,7 @@ from transformers import PreTrainedTokenizerBase
 from spatialboost.data.decode import decode_image
 from spatialboost.data.marks import Mark, draw_marks, marks_of
 from spatialboost.data.records import BadImage, ImageLimits, formats_for_extensions
+from spatialboost.io import FileTooLarge, read_regular_file
 from spatialboost.models.tokenizer import IGNORE_INDEX, IMAGE_TOKEN, build_sft_example
 
 if TYPE_CHECKING:
@@ -177,8 +178,11 @@ class ImageFetcher:
 
             bucket, key = split_s3_uri(uri)
             return get_s3_object(self.client, bucket, key, self.limits.max_file_bytes)
-        with open(Path(unquote(urlparse(uri).path)), "rb") as handle:
-            return handle.read(self.limits.max_file_bytes + 1)
+        path = Path(unquote(urlparse(uri).path))
+        try:  # a regular file only: a FIFO would block the DataLoader
+            return read_regular_file(path, self.limits.max_file_bytes)
+        except FileTooLarge:
+            raise ValueError(f"{uri}: more than data.max_file_bytes {self.limits.max_file_bytes} bytes") from None
 
     @property
     def client_pid(self) -> int | None:

@@ -35,7 +35,13 @@ from spatialboost.config import TrainConfig
 from spatialboost.io import write_json_atomic
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.train.adapters import prepare_stage
-from spatialboost.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from spatialboost.train.checkpoint import (
+    TrainerState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    without_timings,
+)
 from spatialboost.train.data import SFTCollator
 from spatialboost.train.distributed import DistContext, GlobalBatchSampler, all_reduce_sum, gradient_sync, wrap_model
 from spatialboost.train.objective import SFTObjective
@@ -204,7 +210,7 @@ def fit(
         checkpoint=None if last_checkpoint is None else str(last_checkpoint),
     )
     if ctx.is_main:
-        write_json_atomic(out_dir / f"{name}_result.json", result.to_dict())
+        write_json_atomic(out_dir / f"{name}_result.json", without_timings(result.to_dict()))  # same bytes on a rerun
     return result
 
 
