@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from spatialboost.data import RGBDDataset
 from spatialboost.extract.masks import MaskFilter, mask_iou
@@ -66,9 +67,11 @@ def test_sam2_masks_are_the_coloured_objects(scenes, tmp_path: Path) -> None:  #
         instances = world.instances(image_id)
         assert distinct_hue_scene(world.annotation(image_id), instances)
         assert masks, image_id
-        for mask in masks:  # every mask lies on one object, not on the ground
-            ids_under = instances[mask.mask]
-            assert (ids_under > 0).mean() > 0.8 and mask.score > 0.8 and mask.stability > 0.9, image_id
+        for mask in masks:  # every mask lies on one object (its edges blurred by 1-2 px), never out on the ground
+            under = np.bincount(instances[mask.mask], minlength=2)
+            near = ndimage.binary_dilation(instances == under[1:].argmax() + 1, iterations=2)
+            assert (mask.mask & ~near).sum() <= 0.05 * mask.mask.sum(), image_id
+            assert mask.score > 0.8 and mask.stability > 0.9, image_id
         for obj in world.annotation(image_id)["objects"]:
             truth = instances == obj["instance_id"]
             best = max(mask_iou(m.mask, truth) for m in masks)

@@ -174,12 +174,13 @@ def _upsample_rows(
 # SAM 2
 
 GROUND_HUE_DEG = 66.0  # the world's ground tiles (t, 0.92 t, 0.8 t): a brownish grey
-CHROMA_KNEE = 0.1  # chroma |RGB - grey| (0-1 units) where the gate is 1/sqrt(2)
+CHROMA_KNEE = 0.08  # chroma |RGB - grey| (0-1 units) where the gate is 1/sqrt(2)
 # Hue thresholds t(hue) = GATE_FAR + GATE_GROUNDWARD * relu(cos(hue - ground hue)) on gate * cos(hue
-# difference): strict for ground-like hues (ground chroma <= 0.09, gate <= 0.67; red, yellow >= 0.14,
-# gate >= 0.82), loose for the others (purple >= 0.074, gate >= 0.6; blue at 55 degrees from purple
-# stays below 0.55). A pixel joins a prompt's mask above t(prompt hue); a code direction votes above t(its hue).
-GATE_FAR, GATE_GROUNDWARD = 0.55, 0.19
+# difference): strict for ground-like hues (the ground's chroma <= 0.09, gate <= 0.75; red, orange,
+# yellow >= 0.14, gate >= 0.87), loose for the others (purple >= 0.074, gate >= 0.68). A pixel joins a
+# prompt's mask above t(prompt hue); a code direction votes above t(its hue). Hues less than
+# MIN_HUE_GAP_DEG apart can still merge.
+GATE_FAR, GATE_GROUNDWARD = 0.55, 0.25
 N_CODE = 12  # hue directions of the code (every 30 degrees)
 LOGIT_SCALE = 400.0  # sharp masks: stability ~1 away from edges
 STAGE_DIMS = [24, 32, 48, 96]
@@ -390,18 +391,18 @@ def _hue_units(mlp: torch.nn.Module) -> None:
 
 HUE_DEG = {"red": 32.0, "orange": 59.0, "yellow": 83.0, "green": 154.0, "blue": -102.0, "purple": -47.0}
 """Median hue of each world colour after JPEG (black and white have none: the segmenter misses them)."""
-MIN_HUE_GAP_DEG = 45.0  # closer hues merge into one mask (red 32 and orange 59 do)
+MIN_HUE_GAP_DEG = 60.0  # closer hues can merge into one mask (red and orange, 27 degrees; blue and purple, 55)
 MIN_OBJECT_PX = 100
 
 
 def scene_world_config(camera: GroundCamera, root: str | Path, n_test: int) -> WorldConfig:
     """A world seen by `camera` (its pose fixed: what the tiny Depth Pro knows), the ground filling
-    the view (pitch below half the field of view: no sky), objects 2.5-7 m away and 0.3-0.9 m large."""
+    the view (pitch below half the field of view: no sky), 2-4 objects 2.5-7 m away and 0.3-0.9 m large."""
     from spatialboost.config import WorldConfig
 
     fixed = lambda value: (value, value)  # noqa: E731
     return WorldConfig(
-        root=str(root), n_train=0, n_test=n_test, objects_per_scene=(3, 5), object_size_m=(0.3, 0.9),
+        root=str(root), n_train=0, n_test=n_test, objects_per_scene=(2, 4), object_size_m=(0.3, 0.9),
         object_distance_m=(2.5, 7.0), camera_height_m=fixed(camera.height_m), camera_pitch_deg=fixed(camera.pitch_deg),
         camera_roll_deg=fixed(0.0), fov_deg=fixed(camera.fov_deg),
     )  # fmt: skip
@@ -431,7 +432,7 @@ def scene_jpegs(camera: GroundCamera, root: Path, n: int, max_tries: int | None 
     from spatialboost.world import render_dataset
     from tests.test_real_images import exif_jpeg
 
-    max_tries = max_tries or 5 * n  # about one render in three passes
+    max_tries = max_tries or 6 * n  # about one render in four passes
     render_dataset(scene_world_config(camera, root, max_tries), root, progress=False)
     world = RGBDDataset(root)
     picked = {}
