@@ -6,7 +6,7 @@ one mask per coloured object. Nothing is trained and nothing is patched at run t
     camera = GroundCamera(height_m=1.6, pitch_deg=-35.0, fov_deg=60.0)
     save_ground_plane_depth_pro(tmp_path / "depth", camera)   # DepthProForDepthEstimation + processor
     save_colour_sam2(tmp_path / "segmenter")                  # Sam2Model + Sam2Processor
-    world = scene_world_config(camera)                        # the renders these models see
+    jpegs = scene_jpegs(camera, tmp_path / "renders", n=8)    # world renders they see, EXIF JPEGs
 
 How (the why of every weight is at its assignment):
 - Depth Pro: a depth model needs to know where it looks from; this one knows one camera (height,
@@ -18,16 +18,19 @@ How (the why of every weight is at its assignment):
   Objects get the depth of the ground behind their pixels: they come out as flat patches on the
   ground (a model this size cannot find an object's foot), which the geometry measures as
   shallow boxes.
-- SAM 2: hue keys the masks. The Hiera patch embedding measures each 4 x 4 cell's chroma
-  (RGB minus its grey), the first block's MLP normalises it by a LayerNorm whose epsilon gates out
-  weak chroma (the grey ground), and later stages carry the gated hue to the 1/16 image
-  embedding. The prompt's positional encoding uses six frequencies (the others are zero, which
-  frees channels for content), so the mask decoder's token-to-image attention, sharpened, reads
-  the hue under the prompt point; the hypernetwork MLPs turn it into a key and the masks are
-  hue(point) . hue(pixel) above a threshold relative to the prompt's own chroma. The IoU head says
-  0.95 on a coloured point and ~0 on grey, so ground points give no mask. Objects of one hue
-  family merge (two blue spheres are one mask), and black or white objects are not found:
-  `distinct_hue_scene` picks scenes whose objects the segmenter can tell apart.
+- SAM 2: hue keys the masks. The Hiera patch embedding measures the chroma (RGB minus its grey)
+  of each 4 x 4 cell; the first block's LayerNorm normalises it with a gate (through its epsilon,
+  weak chroma such as the brownish-grey ground stays short) and its MLP writes the gated hue h
+  (the per-pixel features, at 1/4) and a hue code: one vote per direction of twelve where the
+  pixel is strongly that hue. Max pooling carries the votes to the 1/16 image embedding, where
+  they decode to each cell's hue v (0 on the ground). The prompt encoder's positional encoding
+  uses six frequencies (the other ten are zero, which frees channels for content), so the mask
+  decoder's token-to-image attention, sharpened, reads v under the point; the hypernetworks turn
+  it into a key, and a pixel joins the mask when its gate times cos(hue difference) exceeds a
+  threshold, stricter for ground-like hues. The IoU head rises with |v| (0.73 on grey: below
+  SAM's 0.8 filter). Hues closer than MIN_HUE_GAP_DEG can merge (two blue spheres are one mask)
+  and black or white objects are not found: `distinct_hue_scene` picks the scenes whose objects
+  the segmenter can tell apart.
 """
 
 from __future__ import annotations
