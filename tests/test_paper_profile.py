@@ -95,13 +95,15 @@ def _run(cmd: list[str], repo: Path, env: dict[str, str], timeout: float = 900) 
 
 
 def _clone(repo: Path) -> None:
-    """The project's stage graph, flows, tasks, library and profiles in a fresh git + DVC repository."""
-    repo.mkdir()
-    for name in ("dvc.yaml",):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("flows", "tasks", "configs", "src/spatialboost"):
-        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / ".gitignore").write_text("__pycache__/\n")
+    """What a fresh clone holds: this checkout's tracked files as they are in the work tree,
+    without the demo's results (its lock, metrics and reports) and DVC's own folder."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if name.split("/")[0] in {".dvc", "metrics", "reports"} or name in {"dvc.lock", "params.yaml"}:
+            continue
+        if (ROOT / name).is_file():  # not deleted in the work tree
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
 
 
 @pytest.fixture(scope="module")
