@@ -182,6 +182,7 @@ def paper_run(mapping: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     cfg = _paper([
         f"evaluate.benchmarks={json.dumps(benches)}", f"train.init={root / 'init'}", f"train.output={root / 'boosted'}",
         f"evaluate.output={root / 'report'}", f"evaluate.cache_dir={root / 'features'}", "evaluate.seeds=[0]",
+        f"evaluate.bench_dir={root / 'bench'}",
         "evaluate.learning_rates=[0.01]", "evaluate.epochs=1", "evaluate.probe_threads=1", "evaluate.max_new_tokens=4",
         "evaluate.vqa_batch_size=3", "device=cpu", "train.precision=fp32",
     ])  # fmt: skip
@@ -211,6 +212,12 @@ def test_paper_profile_evaluates_every_benchmark_for_baseline_and_boosted(paper_
     assert protocol["nyu"]["n_train"] == 2 and protocol["nyu"]["full_protocol"] is False
     assert protocol["blink"]["n_test"] == 4 and protocol["blink"]["expected_test"] == 124
     json.dumps(metrics, allow_nan=False)
+    # bench_dir is a DVC output of the stage in every profile: here it only says why it is empty
+    from spatialboost.skipping import SKIP_FILE
+
+    marker = json.loads((Path(cfg.evaluate.bench_dir) / SKIP_FILE).read_text())
+    assert marker["skipped"] is True and "evaluate.benchmarks is set" in marker["reason"]
+    assert sorted(p.name for p in Path(cfg.evaluate.bench_dir).iterdir()) == [SKIP_FILE]
     from tasks.register import numeric_metrics
 
     assert "boosted.blink.relative_depth_acc.mean" in numeric_metrics(metrics)  # the paper profile's champion metric

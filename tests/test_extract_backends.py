@@ -377,3 +377,22 @@ def test_labeler_caches_text_and_loads_from_local_dir(labeler, tiny: TinyModels,
         labeler.label(images[0], masks, ["cube", "cube"])
     with pytest.raises(ValueError, match="empty"):
         labeler.label(images[0], masks, [])
+
+
+def test_a_local_dir_labeler_needs_its_config_and_weights(tiny: TinyModels, tmp_path) -> None:  # noqa: ANN001
+    """open_clip itself only warns when a local-dir: folder has no weights, and keeps random ones."""
+    import shutil
+
+    from spatialboost.extract.openclip_labeler import OpenCLIPLabeler
+
+    folder = tmp_path / "labeler"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match="no open_clip_config.json in"):
+        OpenCLIPLabeler(f"local-dir:{folder}")
+    shutil.copy(tiny.openclip_dir / "open_clip_config.json", folder)
+    with pytest.raises(FileNotFoundError, match="no weights .* open_clip would run with random weights"):
+        OpenCLIPLabeler(f"local-dir:{folder}")
+    shutil.copy(tiny.openclip_ckpt, folder / "open_clip_pytorch_model.safetensors")  # the laion repository's name
+    OpenCLIPLabeler(f"local-dir:{folder}")
+    with pytest.raises(ValueError, match="pretrained='x.safetensors' would be ignored"):
+        OpenCLIPLabeler(f"local-dir:{folder}", "x.safetensors")

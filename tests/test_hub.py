@@ -187,6 +187,27 @@ def test_a_wrong_model_file_name_fails_at_the_hub_stage_naming_what_was_fetched(
         run_hub_stage(cfg)
 
 
+def test_a_local_dir_labeler_without_weights_fails_at_the_hub_stage(mirror: Path, tmp_path: Path) -> None:
+    """The paper profile's labeler is `local-dir:models/hub/labeler`: open_clip reads its
+    architecture and weights from the fetched folder, so both files are checked there."""
+    work = _paper_repo(tmp_path)
+    pins = [f"hub.models.{role}.revision={COMMIT}" for role in PAPER_REPOS]
+    cache = work / "models/hub"
+    cfg = load_config(work / "params.yaml", [*pins, f"hub.mirror={mirror}", f"hub.cache_dir={cache}",
+                                             f"extract.labeler.model_name=local-dir:{cache / 'labeler'}",
+                                             f"extract.depth.model_path={cache / 'depth'}",
+                                             f"extract.segmenter.model_path={cache / 'segmenter'}",
+                                             f"train.init={cache / 'lvlm'}"])  # fmt: skip
+    assert cfg.extract.labeler.pretrained is None
+    run_hub_stage(cfg)
+    assert missing_model_files(cfg) == []
+    (cache / "labeler" / "open_clip_pytorch_model.safetensors").unlink()
+    assert missing_model_files(cfg) == [
+        f"extract.labeler.model_name: {cache / 'labeler'}/*.safetensors does not exist (hub role 'labeler' fetched: "
+        "open_clip_config.json, open_clip_pytorch_model.safetensors)"
+    ]
+
+
 def test_the_hub_stage_refuses_unpinned_models_before_starting_prefect(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -5,9 +5,12 @@ the transformers copy of the open_clip weights).
 
     mirror = save_paper_mirror(tmp_path / "mirror", commit="ab" * 20)
     cfg = load_config(params, [f"hub.mirror={mirror}"])    # the hub stage reads it, offline
+    save_paper_mirror(root, commit, camera=GroundCamera())  # Depth Pro and SAM 2 that see the test world
 
-The paper-profile end-to-end test can build on this; the tiny open_clip is an architecture of
-its own (`tests.tiny_models.OPENCLIP_NAME`), so that test sets extract.labeler.model_name to it.
+The labeler folder holds open_clip_config.json with the tiny architecture, which the paper
+profile's `local-dir:models/hub/labeler` reads. With `camera`, Depth Pro and SAM 2 are the
+hand-set ones of `tests.tiny_scene_models` (ground-plane depth, hue-keyed masks) instead of
+random ones.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from tests.tiny_models import save_depth_pro, save_openclip, save_sam2_hf
+from tests.tiny_scene_models import GroundCamera, save_colour_sam2, save_ground_plane_depth_pro
 from tests.tiny_vlm import save_tiny_llava, train_tiny_tokenizer
 
 PAPER_REPOS = {
@@ -33,13 +37,17 @@ NOT_FETCHED = {
 """Per repository: files the mirror holds that the paper profile's allow_patterns leave out."""
 
 
-def save_paper_mirror(root: Path, commit: str, seed: int = 0) -> Path:
+def save_paper_mirror(root: Path, commit: str, seed: int = 0, camera: GroundCamera | None = None) -> Path:
     """`root`/<repo_id>/<files> for every role of configs/paper.yaml, recorded as of `commit`."""
     from huggingface_hub._local_folder import write_download_metadata
 
     root = Path(root)
-    save_depth_pro(root / PAPER_REPOS["depth"], seed)
-    save_sam2_hf(root / PAPER_REPOS["segmenter"], seed)
+    if camera is None:
+        save_depth_pro(root / PAPER_REPOS["depth"], seed)
+        save_sam2_hf(root / PAPER_REPOS["segmenter"], seed)
+    else:
+        save_ground_plane_depth_pro(root / PAPER_REPOS["depth"], camera)
+        save_colour_sam2(root / PAPER_REPOS["segmenter"])
     labeler = root / PAPER_REPOS["labeler"]
     _, weights = save_openclip(labeler, seed)
     weights.rename(labeler / "open_clip_pytorch_model.safetensors")  # the laion repository's file name

@@ -211,19 +211,22 @@ def missing_model_files(cfg: SpatialBoostConfig) -> list[str]:
     These are what the later stages load: a wrong file name in the profile fails here, at the
     hub stage, with the files the role did fetch, not an hour later in extraction.
     """
-    wanted: list[tuple[str, str | None, bool]] = [("train.init", cfg.train.init, True)]  # (key, path, is a folder)
-    if cfg.extract.backend == "models":
-        seg = cfg.extract.segmenter
-        wanted += [("extract.depth.model_path", cfg.extract.depth.model_path, True),
-                   ("extract.segmenter.model_path", seg.model_path, seg.backend == "hf"),
-                   ("extract.labeler.pretrained", cfg.extract.labeler.pretrained, False)]  # fmt: skip
+    wanted: list[tuple[str, str | None, tuple[str, ...]]] = [("train.init", cfg.train.init, ("config.json",))]
+    if cfg.extract.backend == "models":  # (key, path, files it must hold; () = the path is the file)
+        seg, lab = cfg.extract.segmenter, cfg.extract.labeler
+        wanted += [("extract.depth.model_path", cfg.extract.depth.model_path, ("config.json",)),
+                   ("extract.segmenter.model_path", seg.model_path, ("config.json",) if seg.backend == "hf" else ()),
+                   ("extract.labeler.pretrained", lab.pretrained, ())]  # fmt: skip
+        if lab.model_name.startswith("local-dir:"):  # open_clip reads the architecture and the weights from the folder
+            wanted.append(("extract.labeler.model_name", lab.model_name.removeprefix("local-dir:"), ("open_clip_config.json", "*.safetensors")))
     cache = Path(cfg.hub.cache_dir).resolve()
     problems = []
-    for key, path, is_folder in wanted:
+    for key, path, files in wanted:
         if path is None or not Path(path).resolve().is_relative_to(cache):
             continue  # not the hub's: another stage makes it (e.g. the demo's bootstrap/vlm)
-        needed = Path(path) / "config.json" if is_folder else Path(path)
-        if not needed.is_file():
+        for needed in [Path(path) / name for name in files] or [Path(path)]:
+            if any(p.is_file() for p in needed.parent.glob(needed.name)):
+                continue
             role = Path(path).resolve().relative_to(cache).parts[0] if Path(path).resolve() != cache else "?"
             marker = cache / role / PIN_FILE
             got = json.loads(marker.read_text())["files"] if marker.is_file() else []

@@ -30,6 +30,7 @@ from spatialboost.evaluate.vqa import (
     vlm_batch_answer_fn,
 )
 from spatialboost.io import write_json_atomic
+from spatialboost.skipping import mark_skipped
 
 RUNS = {"baseline": "init", "boosted": "output"}
 
@@ -148,6 +149,9 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
     """
     ev = cfg.evaluate
     if ev.benchmarks.configured():  # the paper's benchmarks: no world scenes needed
+        # bench_dir is a DVC output of the stage in every profile: say why it holds no benches
+        mark_skipped(ev.bench_dir, "evaluate", "evaluate.benchmarks is set: the paper's benchmarks are read where "
+                     "they are; no demo benchmarks are written from world scenes")  # fmt: skip
         return evaluate_benchmarks(cfg, {run: model_folder(cfg, run) for run in RUNS}, probe_options(cfg))
     train, test = (read_world(cfg.world.root, split, label=ev.world_label) for split in ("train", ev.split))
     if len(train) == 0 or len(test) == 0:

@@ -372,11 +372,18 @@ def _build_model_observer(cfg: ExtractConfig, data: DataConfig, device: str) -> 
     model_ids = {
         "depth": _model_id(cfg.depth.model_path),
         "segmenter": f"sam2-{seg.backend}:{_model_id(seg.model_path)}",
-        "labeler": f"{lab.model_name}:{_model_id(lab.pretrained) if lab.pretrained else 'random'}",
+        "labeler": _labeler_id(lab.model_name, lab.pretrained),
     }
     return ModelObserver(
         depth, segmenter, labeler, lab.vocabulary, reader, min_label_score=lab.min_score, model_ids=model_ids
     )
+
+
+def _labeler_id(model_name: str, pretrained: str | None) -> str:
+    """The labeler as recorded: its local-dir folder, or architecture:checkpoint ("random" without one)."""
+    if model_name.startswith("local-dir:"):
+        return "local-dir:" + _model_id(model_name.removeprefix("local-dir:"))
+    return f"{model_name}:{_model_id(pretrained) if pretrained else 'random'}"
 
 
 def _model_id(path: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -28,9 +29,11 @@ class OpenCLIPLabeler:
     """Zero-shot mask labels from an OpenCLIP model; implements `Labeler`.
 
     model_name: an open_clip architecture ("ViT-L-14", or one registered with
-        `open_clip.add_model_config`) or "local-dir:/folder" (config + weights in one folder).
-    pretrained: a local checkpoint file for an architecture name (None: weights from local-dir,
-        or random). A pretrained *tag* makes open_clip download: resolve tags with hub.py first.
+        `open_clip.add_model_config`) or "local-dir:/folder": a hub repository's files
+        (open_clip_config.json + weights), what the paper profile's hub stage fetches.
+    pretrained: a local checkpoint file for an architecture name (None: random, tests only);
+        with local-dir it must be None (the folder's weights load). A pretrained *tag* makes
+        open_clip download: resolve tags with hub.py first.
     templates: prompt templates with one "{}" each; top_k: alternatives kept per label.
     margin, fill: crop border (fraction of the mask box) and background grey level.
     """
@@ -58,6 +61,8 @@ class OpenCLIPLabeler:
         self.templates = tuple(templates)
         self.top_k = top_k
         self.margin, self.fill = margin, fill
+        if model_name.startswith("local-dir:"):
+            check_local_dir(model_name, pretrained)
         model, _, self.preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
         self.model = model.to(self.device, self.dtype).eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
@@ -101,6 +106,23 @@ class OpenCLIPLabeler:
         names = _check_vocabulary(vocabulary)
         probs = self.probabilities(image, masks, names)
         return [_label_from_row(row, names, self.top_k) for row in probs]
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth")
+
+
+def check_local_dir(model_name: str, pretrained: str | None = None) -> None:
+    """Refuse a "local-dir:" folder open_clip would load wrongly: missing, without
+    open_clip_config.json, or without weights (open_clip only warns and keeps random weights),
+    or with `pretrained` also set (open_clip ignores it)."""
+    folder = Path(model_name.removeprefix("local-dir:"))
+    if pretrained is not None:
+        raise ValueError(f"labeler {model_name}: pretrained={pretrained!r} would be ignored; a local-dir: folder brings its own weights")
+    if not (folder / "open_clip_config.json").is_file():
+        raise FileNotFoundError(f"labeler {model_name}: no open_clip_config.json in {folder} (fetch it with `spatialboost hub fetch`)")
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir() if p.is_file()):
+        raise FileNotFoundError(f"labeler {model_name}: no weights ({', '.join(WEIGHT_SUFFIXES)}) in {folder}; "
+                                "open_clip would run with random weights")  # fmt: skip
 
 
 def _label_from_row(row: np.ndarray, names: tuple[str, ...], top_k: int) -> Label:
