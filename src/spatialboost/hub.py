@@ -3,7 +3,8 @@
     lock_revisions(cfg.hub)                        # role -> commit sha (asks the hub, or reads a mirror)
     fetch_models(cfg.hub)                          # every pinned role into hub.cache_dir/<role>
     fetch_models(cfg.hub, mirror="/mnt/hub")       # the same, offline, from a folder laid out like the hub
-    run_hub_stage(cfg)                             # the `hub` DVC stage: fetch, check, summarise
+    active_roles(cfg)                              # what the config loads (not the encoders it does not boost)
+    run_hub_stage(cfg)                             # the `hub` DVC stage: fetch the active roles, check, summarise
 
 Every role is pinned to a commit (`revision`, 40 hex) and fetches only the files its
 `allow_patterns` name, so a run downloads exactly what the pipeline reads and the same bytes every
@@ -61,8 +62,42 @@ def unpinned_roles(cfg: HubConfig) -> list[str]:
     return [role for role, pin in cfg.models.items() if pin.revision is None]
 
 
-def preflight(cfg: HubConfig, mirror: str | Path | None = None) -> str | None:
-    """Why the hub stage cannot start (one line), or None: checked before anything is fetched."""
+def active_roles(cfg: SpatialBoostConfig) -> list[str]:
+    """The hub.models roles this config loads: all of them, except the checkpoints of encoders that
+    are not chosen (lvlm.encoders[*].hub_role) and that no other stage reads. So the paper profile
+    fetches DINOv2 only with lvlm.encoder=dinov2, and never a gated repository it does not use."""
+    chosen = cfg.lvlm.chosen()
+    encoder_roles = {c.hub_role for c in cfg.lvlm.encoders.values() if c.hub_role is not None}
+    wanted = {chosen.hub_role} if chosen is not None and chosen.hub_role is not None else set()
+    wanted |= {role for role in (_role_of(path, cfg.hub) for path in _loaded_paths(cfg)) if role is not None}
+    return [role for role in cfg.hub.models if role not in encoder_roles or role in wanted]
+
+
+def _loaded_paths(cfg: SpatialBoostConfig) -> list[str]:
+    """Model paths the stages load besides the chosen encoder (extraction models, init, the LLM)."""
+    paths = [cfg.train.init, cfg.lvlm.language_model]
+    if cfg.extract.backend == "models":
+        labeler = cfg.extract.labeler
+        paths += [cfg.extract.depth.model_path, cfg.extract.segmenter.model_path, labeler.pretrained or "",
+                  labeler.model_name.removeprefix("local-dir:")]  # fmt: skip
+    return [p for p in paths if p]
+
+
+def _role_of(path: str, cfg: HubConfig) -> str | None:
+    """The role folder of hub.cache_dir that `path` lies in, or None."""
+    try:
+        parts = Path(path).resolve().relative_to(Path(cfg.cache_dir).resolve()).parts
+    except ValueError:
+        return None
+    return parts[0] if parts and parts[0] in cfg.models else None
+
+
+def preflight(cfg: HubConfig, mirror: str | Path | None = None, roles: Iterable[str] | None = None) -> str | None:
+    """Why the hub stage cannot start (one line), or None: checked before anything is fetched.
+
+    roles: the roles to check (default: all; the stage checks `active_roles`)."""
+    if roles is not None:
+        cfg = cfg.model_copy(update={"models": {r: cfg.models[r] for r in roles if r in cfg.models}})
     unpinned = unpinned_roles(cfg)
     if unpinned:
         names = ", ".join(f"{role} ({cfg.models[role].repo_id})" for role in unpinned)
@@ -163,10 +198,16 @@ def recorded_commit(repo_dir: Path, name: str) -> str | None:
 
 
 def lock_revisions(
-    cfg: HubConfig, resolve: Resolver | None = None, mirror: str | Path | None = None, update: bool = False
-) -> dict[str, str]:
+    cfg: HubConfig, resolve: Resolver | None = None, mirror: str | Path | None = None, update: bool = False,
+    required: Iterable[str] | None = None,
+) -> dict[str, str]:  # fmt: skip
     """role -> the commit sha to pin: the pinned one, else (or with update=True, always) the
-    repository's current `main` commit, or with a mirror the commit its download records hold."""
+    repository's current `main` commit, or with a mirror the commit its download records hold.
+
+    required: roles that must be pinned (default: all). Any other role is pinned when it can be
+    (a mirror without its folder, or a repository the hub refuses, leaves it out), so that one
+    `hub lock` pins every encoder an offline mirror or the hub has, for a later `-S lvlm.encoder=...`."""
+    needed = set(cfg.models) if required is None else set(required)
     mirror = mirror if mirror is not None else cfg.mirror
     if resolve is None and mirror is None:
         from huggingface_hub import HfApi
@@ -181,10 +222,16 @@ def lock_revisions(
         if pin.revision is not None and not update:
             shas[role] = pin.revision
         elif mirror is not None:
+            if role not in needed and not (Path(mirror) / pin.repo_id).is_dir():
+                continue
             shas[role] = mirror_commit(pin, Path(mirror) / pin.repo_id)
         else:
             assert resolve is not None
-            shas[role] = resolve(pin.repo_id, "main")
+            try:
+                shas[role] = resolve(pin.repo_id, "main")
+            except Exception:  # noqa: BLE001 - a gated or absent repository only matters when it is used
+                if role in needed:
+                    raise
     return shas
 
 
@@ -217,6 +264,11 @@ def missing_model_files(cfg: SpatialBoostConfig) -> list[str]:
         wanted += [("extract.depth.model_path", cfg.extract.depth.model_path, True),
                    ("extract.segmenter.model_path", seg.model_path, seg.backend == "hf"),
                    ("extract.labeler.pretrained", cfg.extract.labeler.pretrained, False)]  # fmt: skip
+    choice = cfg.lvlm.chosen()
+    if choice is not None:
+        wanted.append(("lvlm.language_model", cfg.lvlm.language_model, True))
+        marker = "open_clip_config.json" if choice.family == "open_clip" else "config.json"
+        wanted.append((f"lvlm.encoders.{cfg.lvlm.encoder}.path", str(Path(choice.path) / marker), False))
     cache = Path(cfg.hub.cache_dir).resolve()
     problems = []
     for key, path, is_folder in wanted:
@@ -237,10 +289,11 @@ def run_hub_stage(cfg: SpatialBoostConfig, download: Downloader | None = None, m
 
     The demo pins nothing: the summary alone is written, so the stage is a stable no-op.
     """
-    problem = preflight(cfg.hub, mirror)
+    roles = active_roles(cfg)
+    problem = preflight(cfg.hub, mirror, roles)
     if problem:
         raise HubError(problem)
-    records = fetch_models(cfg.hub, download=download, mirror=mirror)
+    records = fetch_models(cfg.hub, roles=roles, download=download, mirror=mirror)
     problems = missing_model_files(cfg) if records else []
     if problems:
         raise HubError("; ".join(problems))
