@@ -261,7 +261,7 @@ def stage_fingerprint(cfg: SpatialBoostConfig, phase: Phase, data: LlavaData) ->
     if phase == "instruct":
         align = Path(cfg.lvlm.align.output) / str(cfg.lvlm.encoder) / STAGE_FILE
         fingerprint["align"] = hashlib.sha256(align.read_bytes()).hexdigest() if align.is_file() else None
-    return fingerprint
+    return json.loads(json.dumps(fingerprint))  # as stage.json stores it (tuples -> lists)
 
 
 def finished_run(encoder_dir: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
