@@ -18,7 +18,13 @@ from spatialboost.config import ConfigError, SpatialBoostConfig, load_config
 from spatialboost.hub import active_roles
 from spatialboost.models.dual_channel import is_dual_channel
 from spatialboost.models.export import load_encoder
-from spatialboost.models.lvlm import POINTER_FILE, build_lvlm, load_encoder_choice, load_language_model, resolve_lvlm_folder
+from spatialboost.models.lvlm import (
+    POINTER_FILE,
+    build_lvlm,
+    load_encoder_choice,
+    load_language_model,
+    resolve_lvlm_folder,
+)
 from spatialboost.models.tokenizer import IMAGE_TOKEN
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads

@@ -105,7 +105,9 @@ def test_dvc_yaml_renders_against_every_shipped_profile(name: str, tmp_path: Pat
             if isinstance(dep, ParamsDependency):
                 values = dep.read_params()
                 assert set(dep.params) <= set(values), (stage.name, dep.params)  # no missing params
-    assert {out.def_path for out in stages["hub"].outs} == {cfg.hub.cache_dir, f"{cfg.orchestration.metrics_dir}/hub.json"}
+    assert {out.def_path for out in stages["hub"].outs} == {cfg.hub.cache_dir, cfg.hub.encoder_dir,
+                                                            f"{cfg.orchestration.metrics_dir}/hub.json"}  # fmt: skip
+    assert cfg.hub.encoder_dir not in {dep.def_path for dep in stages["extract"].deps}  # choosing an encoder re-extracts nothing
     hub_out = next(out for out in stages["hub"].outs if out.def_path == cfg.hub.cache_dir)
     assert not hub_out.use_cache and hub_out.persist
     manifest_deps = {dep.def_path for dep in stages["manifest"].deps}
@@ -116,7 +118,6 @@ def test_dvc_yaml_renders_against_every_shipped_profile(name: str, tmp_path: Pat
     graph = repo.index.graph  # builds the DAG: overlapping outputs or cycles would raise here
     assert nx.is_directed_acyclic_graph(graph)
     needs = {stage: set(graph.successors(stages[stage])) for stage in stages}  # edges: stage -> what it depends on
-    upstream = {stage: nx.descendants(graph, stages[stage]) for stage in stages}  # everything it runs after
     assert stages["hub"] in needs["extract"]
     assert (stages["instruct"] in needs["train"]) == (name == "paper")  # the paper's LVLM: the instruct stage's folder
     assert stages["align"] in needs["instruct"] and stages["hub"] in needs["align"]  # ... built from the hub's checkpoints

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tests.tiny_vlm import IMAGE_PX, _HF_PROCESSORS, hf_vision_config, random_images
+from tests.tiny_vlm import _HF_PROCESSORS, IMAGE_PX, hf_vision_config, random_images
 
 ENCODER_REPOS = {
     "dinov2": "facebook/dinov2-large",

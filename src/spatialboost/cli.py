@@ -204,8 +204,8 @@ def hub_fetch(
     role: Annotated[list[str] | None, typer.Option(help="fetch only this role (repeatable)")] = None,
     mirror: MirrorOpt = None,
 ) -> None:
-    """Fetch the pinned checkpoints the config loads (hub.models, but only the chosen lvlm.encoder's)
-    into hub.cache_dir/<role> (skips fetched ones). The whole `hub` stage (with its checks and
+    """Fetch the pinned checkpoints the config loads (hub.models, and of hub.encoders the chosen
+    lvlm.encoder's) into hub.cache_dir/<role> or hub.encoder_dir/<role> (skips fetched ones). The whole `hub` stage (with its checks and
     summary) is `dvc repro hub`."""
     from spatialboost.hub import HubError, active_roles, fetch_models, preflight
 
@@ -245,7 +245,9 @@ def hub_lock(
         shas = lock_revisions(load_config(status.source).hub, mirror=mirror, update=update, required=required)
     except HubError as err:
         raise ConfigError(str(err)) from None
-    set_profile_values(status.source, {f"hub.models.{role}.revision": sha for role, sha in shas.items()})
+    hub = load_config(status.source).hub
+    set_profile_values(status.source, {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha
+                                       for role, sha in shas.items()})  # fmt: skip
     use_profile(status.source, params)
     typer.echo(json.dumps({"profile": str(status.source), "revisions": shas}))
 

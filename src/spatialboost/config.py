@@ -181,12 +181,31 @@ class HubConfig(_Section):
     """Checkpoints `hub.py` downloads in the paper profile's own stage; empty in the demo."""
 
     cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in (the hub stage's output)")
-    models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
+    models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint, always fetched")
+    encoder_dir: str = Field(
+        "models/encoders", description="folder of the `encoders` checkpoints (a second output of the hub stage, so that "
+        "fetching one does not change cache_dir, which extraction depends on)",
+    )  # fmt: skip
+    encoders: dict[str, ModelPin] = Field(
+        default_factory=dict, description="role -> pinned checkpoint of an encoder lvlm.encoder may choose: fetched into "
+        "encoder_dir/<role> only when chosen",
+    )  # fmt: skip
     mirror: str | None = Field(
         None,
         description="offline: a local folder laid out like the hub, <repo_id>/<files> (e.g. `hf download REPO --revision SHA "
         "--local-dir MIRROR/REPO`), read instead of the network; None = download from the Hugging Face Hub",
     )
+
+    @model_validator(mode="after")
+    def _roles_unique(self) -> HubConfig:
+        both = sorted(set(self.models) & set(self.encoders))
+        if both:
+            raise ValueError(f"roles {both} are in both models and encoders")
+        return self
+
+    def pins(self) -> dict[str, ModelPin]:
+        """Every role, models then encoders."""
+        return {**self.models, **self.encoders}
 
 
 class DepthModelConfig(_Section):
@@ -690,7 +709,7 @@ class EncoderChoice(_Section):
         "or open_clip (open_clip_config.json + weights); for a released LLaVA, the LLaVA folder"
     )
     hub_role: str | None = Field(
-        None, description="the hub.models role that fetches `path`; fetched only when this encoder is chosen (or used elsewhere)"
+        None, description="the hub role (hub.models, or hub.encoders: fetched only when this encoder is chosen) that fetches `path`"
     )
     name: str = Field(min_length=1, description="its real name: registered as tracking.registry_prefix + name")
     feature_layer: int = Field(-2, description="hidden state the projector reads (0 = embeddings, -1 = last block); LLaVA-1.5: -2")
@@ -701,12 +720,12 @@ class EncoderChoice(_Section):
 
 
 def _default_encoders() -> dict[str, EncoderChoice]:
-    def choice(family: str, role: str, name: str, **extra: Any) -> EncoderChoice:
-        return EncoderChoice(family=family, path=f"models/hub/{role}", hub_role=role, name=name, **extra)
+    def choice(family: str, role: str, name: str, folder: str = "models/encoders", **extra: Any) -> EncoderChoice:
+        return EncoderChoice(family=family, path=f"{folder}/{role}", hub_role=role, name=name, **extra)
 
     return {
-        "llava": choice("clip", "lvlm", "clip-vit-l-14-336-llava-1.5", released=True),
-        "openclip": choice("open_clip", "labeler", "openclip-vit-l-14"),
+        "llava": choice("clip", "lvlm", "clip-vit-l-14-336-llava-1.5", "models/hub", released=True),
+        "openclip": choice("open_clip", "labeler", "openclip-vit-l-14", "models/hub"),  # the labeler's own ViT-L/14
         "dinov2": choice("dinov2", "dinov2", "dinov2-vit-l-14"),
         "siglip": choice("siglip", "siglip", "siglip-so400m-14-384"),
         "dinov3": choice("dinov3", "dinov3", "dinov3-vit-l-16"),
@@ -867,8 +886,8 @@ class SpatialBoostConfig(_Section):
 
     @model_validator(mode="after")
     def _profile_consistent(self) -> SpatialBoostConfig:
-        if self.profile == "demo" and self.hub.models:
-            raise ValueError("the demo profile is offline: hub.models must be empty")
+        if self.profile == "demo" and self.hub.pins():
+            raise ValueError("the demo profile is offline: hub.models and hub.encoders must be empty")
         return self
 
     @model_validator(mode="after")
@@ -893,8 +912,8 @@ class SpatialBoostConfig(_Section):
                 f"lvlm.encoder={lvlm.encoder}: train.init must be the instruct stage's output {lvlm.instruct.output!r} "
                 f"(the LVLM built for it, or a pointer to the released one), got {self.train.init!r}"
             )
-        if choice.hub_role is not None and choice.hub_role not in self.hub.models:
-            raise ValueError(f"lvlm.encoders.{lvlm.encoder}.hub_role {choice.hub_role!r} is not a role of hub.models")
+        if choice.hub_role is not None and choice.hub_role not in self.hub.pins():
+            raise ValueError(f"lvlm.encoders.{lvlm.encoder}.hub_role {choice.hub_role!r} is not a role of hub.models or hub.encoders")
         n = self.orchestration.train_nproc_per_node
         for name in ("align", "instruct") if lvlm.trains() else ():
             phase = getattr(lvlm, name)

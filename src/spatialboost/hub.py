@@ -63,41 +63,25 @@ def unpinned_roles(cfg: HubConfig) -> list[str]:
 
 
 def active_roles(cfg: SpatialBoostConfig) -> list[str]:
-    """The hub.models roles this config loads: all of them, except the checkpoints of encoders that
-    are not chosen (lvlm.encoders[*].hub_role) and that no other stage reads. So the paper profile
-    fetches DINOv2 only with lvlm.encoder=dinov2, and never a gated repository it does not use."""
+    """The roles this config fetches: every hub.models role, and of hub.encoders only the chosen
+    lvlm.encoder's. So the paper profile fetches DINOv2 only with lvlm.encoder=dinov2, and never a
+    gated repository it does not use."""
     chosen = cfg.lvlm.chosen()
-    encoder_roles = {c.hub_role for c in cfg.lvlm.encoders.values() if c.hub_role is not None}
-    wanted = {chosen.hub_role} if chosen is not None and chosen.hub_role is not None else set()
-    wanted |= {role for role in (_role_of(path, cfg.hub) for path in _loaded_paths(cfg)) if role is not None}
-    return [role for role in cfg.hub.models if role not in encoder_roles or role in wanted]
+    extra = [chosen.hub_role] if chosen is not None and chosen.hub_role in cfg.hub.encoders else []
+    return [*cfg.hub.models, *extra]
 
 
-def _loaded_paths(cfg: SpatialBoostConfig) -> list[str]:
-    """Model paths the stages load besides the chosen encoder (extraction models, init, the LLM)."""
-    paths = [cfg.train.init, cfg.lvlm.language_model]
-    if cfg.extract.backend == "models":
-        labeler = cfg.extract.labeler
-        paths += [cfg.extract.depth.model_path, cfg.extract.segmenter.model_path, labeler.pretrained or "",
-                  labeler.model_name.removeprefix("local-dir:")]  # fmt: skip
-    return [p for p in paths if p]
-
-
-def _role_of(path: str, cfg: HubConfig) -> str | None:
-    """The role folder of hub.cache_dir that `path` lies in, or None."""
-    try:
-        parts = Path(path).resolve().relative_to(Path(cfg.cache_dir).resolve()).parts
-    except ValueError:
-        return None
-    return parts[0] if parts and parts[0] in cfg.models else None
+def role_folder(cfg: HubConfig, role: str) -> Path:
+    """Where a role is fetched: cache_dir/<role> (models) or encoder_dir/<role> (encoders)."""
+    return Path(cfg.encoder_dir if role in cfg.encoders else cfg.cache_dir) / role
 
 
 def preflight(cfg: HubConfig, mirror: str | Path | None = None, roles: Iterable[str] | None = None) -> str | None:
     """Why the hub stage cannot start (one line), or None: checked before anything is fetched.
 
     roles: the roles to check (default: all; the stage checks `active_roles`)."""
-    if roles is not None:
-        cfg = cfg.model_copy(update={"models": {r: cfg.models[r] for r in roles if r in cfg.models}})
+    pins = cfg.models if roles is None else {r: cfg.pins()[r] for r in roles if r in cfg.pins()}
+    cfg = cfg.model_copy(update={"models": pins, "encoders": {}})
     unpinned = unpinned_roles(cfg)
     if unpinned:
         names = ", ".join(f"{role} ({cfg.models[role].repo_id})" for role in unpinned)
@@ -148,18 +132,18 @@ def fetch_models(
     cfg: HubConfig, roles: Iterable[str] | None = None, download: Downloader | None = None,
     mirror: str | Path | None = None,
 ) -> dict[str, FetchRecord]:  # fmt: skip
-    """Fetch the pinned checkpoints of `roles` (default: all) into cfg.cache_dir/<role>.
+    """Fetch the pinned checkpoints of `roles` (default: every hub.models role) into
+    cfg.cache_dir/<role>, or cfg.encoder_dir/<role> for hub.encoders roles.
 
     mirror: a local folder laid out like the hub (default: cfg.mirror; None = the network).
     """
+    pins = cfg.pins()
     wanted = list(cfg.models) if roles is None else list(roles)
-    unknown = sorted(set(wanted) - set(cfg.models))
+    unknown = sorted(set(wanted) - set(pins))
     if unknown:
-        raise HubError(f"no pinned model for roles {unknown}; pinned: {sorted(cfg.models)}")
+        raise HubError(f"no pinned model for roles {unknown}; pinned: {sorted(pins)}")
     mirror = mirror if mirror is not None else cfg.mirror
-    return {
-        role: fetch_model(cfg.models[role], Path(cfg.cache_dir) / role, download, mirror, role) for role in wanted
-    }
+    return {role: fetch_model(pins[role], role_folder(cfg, role), download, mirror, role) for role in wanted}
 
 
 def copy_from_mirror(pin: ModelPin, repo_dir: Path, folder: Path) -> list[str]:
@@ -204,9 +188,10 @@ def lock_revisions(
     """role -> the commit sha to pin: the pinned one, else (or with update=True, always) the
     repository's current `main` commit, or with a mirror the commit its download records hold.
 
-    required: roles that must be pinned (default: all). Any other role is pinned when it can be
-    (a mirror without its folder, or a repository the hub refuses, leaves it out), so that one
-    `hub lock` pins every encoder an offline mirror or the hub has, for a later `-S lvlm.encoder=...`."""
+    required: roles that must be pinned (default: every hub.models role). Any other role (the
+    hub.encoders not chosen) is pinned when it can be (a mirror without its folder, or a repository
+    the hub refuses, leaves it out), so that one `hub lock` pins every encoder an offline mirror or
+    the hub has, for a later `-S lvlm.encoder=...`."""
     needed = set(cfg.models) if required is None else set(required)
     mirror = mirror if mirror is not None else cfg.mirror
     if resolve is None and mirror is None:
@@ -218,7 +203,7 @@ def lock_revisions(
             return str(api.model_info(repo_id, revision=branch).sha)
 
     shas = {}
-    for role, pin in cfg.models.items():
+    for role, pin in cfg.pins().items():
         if pin.revision is not None and not update:
             shas[role] = pin.revision
         elif mirror is not None:
@@ -269,10 +254,11 @@ def missing_model_files(cfg: SpatialBoostConfig) -> list[str]:
         wanted.append(("lvlm.language_model", cfg.lvlm.language_model, True))
         marker = "open_clip_config.json" if choice.family == "open_clip" else "config.json"
         wanted.append((f"lvlm.encoders.{cfg.lvlm.encoder}.path", str(Path(choice.path) / marker), False))
-    cache = Path(cfg.hub.cache_dir).resolve()
     problems = []
     for key, path, is_folder in wanted:
-        if path is None or not Path(path).resolve().is_relative_to(cache):
+        roots = [Path(d).resolve() for d in (cfg.hub.cache_dir, cfg.hub.encoder_dir)]
+        cache = next((d for d in roots if path is not None and Path(path).resolve().is_relative_to(d)), None)
+        if path is None or cache is None:
             continue  # not the hub's: another stage makes it (e.g. the demo's bootstrap/vlm)
         needed = Path(path) / "config.json" if is_folder else Path(path)
         if not needed.is_file():
@@ -297,13 +283,15 @@ def run_hub_stage(cfg: SpatialBoostConfig, download: Downloader | None = None, m
     problems = missing_model_files(cfg) if records else []
     if problems:
         raise HubError("; ".join(problems))
-    summary = {
-        "schema_version": 1,
-        "models": {role: {"repo_id": cfg.hub.models[role].repo_id, "revision": cfg.hub.models[role].revision,
-                          "files": list(r.files)} for role, r in records.items()},
-    }  # fmt: skip
-    Path(cfg.hub.cache_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(cfg.hub.cache_dir) / SUMMARY_FILE, summary)
+    pins = cfg.hub.pins()
+
+    def summary(group: dict[str, ModelPin]) -> dict[str, Any]:
+        return {"schema_version": 1, "models": {role: {"repo_id": pins[role].repo_id, "revision": pins[role].revision,
+                                                       "files": list(r.files)} for role, r in records.items() if role in group}}  # fmt: skip
+
+    for folder, group in ((cfg.hub.cache_dir, cfg.hub.models), (cfg.hub.encoder_dir, cfg.hub.encoders)):
+        Path(folder).mkdir(parents=True, exist_ok=True)  # both are outputs of the stage, in every profile
+        write_json_atomic(Path(folder) / SUMMARY_FILE, summary(group))
     return {
         "roles": len(records),
         "fetched": sorted(role for role, r in records.items() if r.fetched),

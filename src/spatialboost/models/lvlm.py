@@ -41,9 +41,9 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from spatialboost.config import EncoderChoice
+from spatialboost.io import write_json_atomic
 from spatialboost.models.encoders import OpenCLIPEncoder, VisionEncoder, encoder_class
 from spatialboost.models.tokenizer import IMAGE_TOKEN, load_tokenizer
-from spatialboost.io import write_json_atomic
 from spatialboost.models.vlm import MultimodalProjector, SpatialVLM, llava_language_model
 
 POINTER_FILE = "lvlm.json"
