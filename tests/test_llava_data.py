@@ -162,3 +162,20 @@ def test_llava_records_become_sft_examples(data, tokenizer, template: str) -> No
         if example.pixel_values is not None:
             assert example.pixel_values.shape == (1, 3, 32, 32) and torch.isfinite(example.pixel_values).all()
     assert to_messages(records[0])[0]["role"] == "user"
+
+
+def test_an_ocr_vqa_cover_that_is_not_really_a_jpeg_still_decodes(tmp_path: Path) -> None:
+    """LLaVA's README: OCR-VQA's images are saved as .jpg; a GIF or PNG inside one is read as what it is."""
+    from PIL import Image
+
+    from spatialboost.data.records import BadImage
+    from spatialboost.train.data import TRAINING_LIMITS
+    from spatialboost.train.llava_data import LLAVA_IMAGE_LIMITS
+
+    cover = tmp_path / "ocr_vqa" / "images" / "1.jpg"
+    cover.parent.mkdir(parents=True)
+    Image.new("P", (20, 30), 3).save(cover, format="GIF")
+    image = ImageFetcher(tmp_path, limits=LLAVA_IMAGE_LIMITS)("ocr_vqa/images/1.jpg")
+    assert image.shape == (30, 20, 3) and image.dtype == np.uint8
+    with pytest.raises(BadImage):
+        ImageFetcher(tmp_path, limits=TRAINING_LIMITS)("ocr_vqa/images/1.jpg")

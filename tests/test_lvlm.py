@@ -6,7 +6,6 @@ the config rules of the encoder switch."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from spatialboost.train.lvlm_stage import run_lvlm_stage
 from spatialboost.train.stage import load_initial_model, run_train_stage
 from tests.tiny_lvlm_hub import ENCODER_REPOS, save_encoder_repo, write_llava_data
 from tests.tiny_models import save_openclip
-from tests.tiny_vlm import NUM_PATCHES, random_images, save_tiny_llava, tiny_llama, train_tiny_tokenizer
+from tests.tiny_vlm import NUM_PATCHES, random_images, save_tiny_llava, train_tiny_tokenizer
 from tests.train_fixtures import changed, tensor_hashes, write_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,29 +172,31 @@ def test_llava_s_own_clip_skips_both_stages_and_points_at_the_released_weights(w
 
 
 def test_a_plain_causal_lm_gets_the_image_token(world, tmp_path: Path) -> None:
-    """lvlm.language_model may be a Vicuna folder (LLaVA-1.5's own start) instead of llava-hf's LLM."""
-    from transformers import AutoTokenizer
+    """lvlm.language_model may be a Vicuna folder (LLaVA-1.5's own start) instead of llava-hf's LLM:
+    its tokenizer has no <image> and no pad token, as Vicuna's; both are added, the embeddings grow."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tokenizer = AutoTokenizer.from_pretrained(world["llava"])
-    vocab_before = len(tokenizer)
-    lm = tiny_llama(tokenizer)
-    lm.save_pretrained(tmp_path / "vicuna")
-    shutil.copytree(world["llava"], tmp_path / "tok-src", ignore=shutil.ignore_patterns("*.safetensors", "config.json"))
-    plain = AutoTokenizer.from_pretrained(tmp_path / "tok-src")
-    assert IMAGE_TOKEN in plain.get_vocab()  # the tiny tokenizer has it: remove it to stand for Vicuna's
-    from tokenizers import Tokenizer
+    from tests.tiny_vlm import CORPUS
 
-    raw = json.loads(plain.backend_tokenizer.to_str())
-    raw["added_tokens"] = [t for t in raw["added_tokens"] if t["content"] != IMAGE_TOKEN]
-    raw["model"]["vocab"].pop(IMAGE_TOKEN, None)
-    from transformers import PreTrainedTokenizerFast
-
-    vicuna_tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(raw)), bos_token="<s>",
-                                         eos_token="</s>", unk_token="</s>")  # fmt: skip
-    vicuna_tok.save_pretrained(tmp_path / "vicuna")
-    loaded, tok = load_language_model(tmp_path / "vicuna")
-    assert IMAGE_TOKEN in tok.get_vocab() and tok.pad_token is not None
-    assert loaded.get_input_embeddings().num_embeddings >= len(tok) >= vocab_before - 1
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel()
+    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    vicuna = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    assert IMAGE_TOKEN not in vicuna.get_vocab() and vicuna.pad_token is None
+    vicuna.save_pretrained(tmp_path / "vicuna")
+    torch.manual_seed(0)
+    llama = LlamaConfig(vocab_size=len(vicuna), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)  # fmt: skip
+    LlamaForCausalLM(llama).save_pretrained(tmp_path / "vicuna")
+    lm, tokenizer = load_language_model(tmp_path / "vicuna")
+    assert IMAGE_TOKEN in tokenizer.get_vocab() and tokenizer.pad_token == "<unk>"  # LLaVA's choice for Vicuna v1
+    assert lm.get_input_embeddings().num_embeddings == len(tokenizer) == len(vicuna) + 1
+    choice = lvlm_config(world, tmp_path, "dinov2").lvlm.chosen()
+    vlm = build_lvlm(load_encoder_choice(choice), lm, tokenizer, seed=0)
+    ids = torch.tensor([[tokenizer.bos_token_id, vlm.image_token_id, 5, 6]])
+    out = vlm(ids, pixel_values=vlm.encoder.preprocess(random_images(1)))
+    assert out.logits.shape == (1, 3 + NUM_PATCHES, len(tokenizer))
 
 
 def test_the_encoder_switch_rules(world, tmp_path: Path) -> None:

@@ -103,9 +103,9 @@ def _metrics(repo: Repo, stage: str) -> dict:
 
 
 def test_hub_lock_pins_the_encoders_the_mirror_has(repo: Repo) -> None:
-    pins = yaml.safe_load((repo.path / "configs" / "paper.yaml").read_text())["hub"]["models"]
-    assert pins["dinov2"]["revision"] == COMMIT and pins["lvlm"]["revision"] == COMMIT
-    assert pins["dinov3"]["revision"] is None  # not in the mirror (a gated repository): left unpinned, not an error
+    hub = yaml.safe_load((repo.path / "configs" / "paper.yaml").read_text())["hub"]
+    assert hub["encoders"]["dinov2"]["revision"] == COMMIT and hub["models"]["lvlm"]["revision"] == COMMIT
+    assert hub["encoders"]["dinov3"]["revision"] is None  # not in the mirror (a gated repository): left unpinned, not an error
 
 
 def test_dvc_repro_boosts_dinov2_through_align_and_instruct(repo: Repo) -> None:

@@ -44,6 +44,7 @@ from spatialboost.skipping import SKIP_FILE, mark_skipped
 from spatialboost.train.data import ConversationDataset, ImageFetcher
 from spatialboost.train.distributed import DistContext, barrier, init_distributed
 from spatialboost.train.llava_data import (
+    LLAVA_IMAGE_LIMITS,
     LlavaData,
     PadToSquare,
     missing_images,
@@ -159,7 +160,7 @@ def phase_dataset(cfg: SpatialBoostConfig, phase: Phase, records: list[dict[str,
         preprocess = PadToSquare(preprocess)
     builder = build_plain_example if settings.template == "plain" else build_sft_example
     return ConversationDataset(records, tokenizer, preprocess, max_length=settings.max_length,
-                               image_loader=ImageFetcher(settings.image_root), build_example=builder)  # fmt: skip
+                               image_loader=ImageFetcher(settings.image_root, limits=LLAVA_IMAGE_LIMITS), build_example=builder)  # fmt: skip
 
 
 def phase_loop_config(cfg: SpatialBoostConfig, phase: Phase) -> TrainConfig:
