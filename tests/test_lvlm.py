@@ -217,3 +217,13 @@ def test_the_encoder_switch_rules(world, tmp_path: Path) -> None:
     dinov3 = load_config(ROOT / "configs" / "paper.yaml", ["lvlm.encoder=dinov3"])
     assert sorted(active_roles(dinov3)) == ["depth", "dinov3", "labeler", "lvlm", "segmenter"]
     assert load_config(ROOT / "params.yaml").lvlm.encoder is None  # the demo builds its LVLM in its bootstrap
+
+
+def test_the_demo_builds_no_lvlm_here(tmp_path: Path) -> None:
+    """lvlm.encoder null (the demo: its bootstrap stage makes the LVLM): both stages skip and say why."""
+    demo = load_config(ROOT / "params.yaml", [f"lvlm.align.output={tmp_path / 'align'}", f"lvlm.instruct.output={tmp_path / 'instruct'}"])
+    for phase in ("align", "instruct"):
+        metrics = run_lvlm_stage(demo, phase)
+        assert metrics == {"skipped": True, "reason": "lvlm.encoder is null: the boost starts from train.init "
+                                                      "(models/bootstrap/vlm) as it is"}  # fmt: skip
+    assert not (tmp_path / "instruct" / POINTER_FILE).exists() and resolve_lvlm_folder(demo.train.init) == Path(demo.train.init)

@@ -907,7 +907,7 @@ class SpatialBoostConfig(_Section):
             raise ValueError("registry.encoder_name is null and no lvlm.encoder is chosen: name the registered encoder")
         if choice is None:
             return self
-        if self.train.init != lvlm.instruct.output:
+        if lvlm.trains() and self.train.init != lvlm.instruct.output:  # a released LLaVA may also be given directly
             raise ValueError(
                 f"lvlm.encoder={lvlm.encoder}: train.init must be the instruct stage's output {lvlm.instruct.output!r} "
                 f"(the LVLM built for it, or a pointer to the released one), got {self.train.init!r}"
