@@ -27,13 +27,11 @@ import argparse
 import datetime as dt
 import json
 import platform
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from train_gpu import SIZES, SyntheticConversations, default_dtype, non_embedding
+from train_gpu import SIZES, default_dtype, non_embedding, timed_training
 from transformers import Dinov2Config, LlamaConfig, LlamaForCausalLM
 
 from spatialboost.config import TrainConfig
@@ -41,7 +39,7 @@ from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.lvlm import build_lvlm
 from spatialboost.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
 from spatialboost.models.vlm import SpatialVLM
-from spatialboost.train import prepare_stage, train
+from spatialboost.train import prepare_stage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IMAGE_TOKEN_ID = 32000
@@ -101,17 +99,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         shuffle=False, num_workers=args.workers,
     )  # fmt: skip
     report = prepare_stage(vlm, cfg)
-    image_size = vlm.encoder.preprocess.size[0]
-    dataset = SyntheticConversations(args.global_batch * (args.warmup + args.steps), args.text_tokens, image_size)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        result = train(vlm, dataset, cfg, Path(out), progress=False, device=device, master_dtype=torch.float32)
-        wall = time.perf_counter() - start
-    timed = result.history[args.warmup :]
-    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in timed)
-    tokens = sum(r["tokens"] for r in timed)
+    result, timed, seconds, tokens, wall = timed_training(vlm, cfg, args, device)
     flops = model_flops_per_step(vlm, args.stage, args.global_batch, args.text_tokens)
     achieved = sum(flops.values()) * len(timed) / seconds
     return {

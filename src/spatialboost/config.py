@@ -733,10 +733,12 @@ def _default_encoders() -> dict[str, EncoderChoice]:
     }
 
 
-class LVLMPhase(_Section):
+class LVLMPhase(BootstrapPhase):
     """One of LLaVA-1.5's two stages for a new encoder (train/lvlm_stage.py), through the one training
     loop. Defaults: LLaVA-1.5's scripts/v1_5/pretrain.sh and finetune.sh (haotian-liu/LLaVA);
-    the loop settings not listed here are train-section defaults (clipping 1.0, AdamW betas/eps)."""
+    epochs, max_steps and warmup_ratio as in a bootstrap phase; the loop settings not listed here are
+    train-section defaults (clipping 1.0, AdamW betas/eps). lr and the batch sizes have no default:
+    a profile says them (LLaVA's differ by a factor of 50 between the stages)."""
 
     data: str = Field(description="annotation file: blip_laion_cc_sbu_558k.json (align) or llava_v1_5_mix665k.json (instruct)")
     image_root: str = Field(description="folder the records' `image` paths are relative to")
@@ -749,10 +751,7 @@ class LVLMPhase(_Section):
         "(LLaVA's --image_aspect_ratio pad, which the 665K mix's normalized region boxes refer to)"
     )
     max_records: int | None = Field(None, ge=1, description="smoke runs: a seeded subset of this many records (None = all)")
-    epochs: int = Field(1, ge=1, description="passes over the records (ignored when max_steps is set)")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = from epochs")
     lr: float = Field(gt=0, description="peak learning rate (AdamW, warmup + cosine)")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warmup, fraction of all optimizer steps")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     global_batch_size: int = Field(ge=1, description="records per optimizer step, summed over processes")
     micro_batch_size: int = Field(ge=1, description="records per forward pass per process")
@@ -764,14 +763,6 @@ class LVLMPhase(_Section):
     checkpoint_every: int = Field(200, ge=0, description="a resumable checkpoint every this many steps; 0 = only at the end")
     num_workers: int = Field(4, ge=0, description="DataLoader worker processes per training process")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads while training; None = torch's default")
-
-    @model_validator(mode="after")
-    def _batches_divide(self) -> LVLMPhase:
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
-            )
-        return self
 
 
 def _default_align() -> LVLMPhase:
