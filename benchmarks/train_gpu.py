@@ -135,6 +135,24 @@ def model_flops_per_step(vlm: SpatialVLM, global_batch: int, text_tokens: int) -
     return {k: v * global_batch for k, v in per_example.items()}
 
 
+def timed_training(
+    vlm: SpatialVLM, cfg: TrainConfig, args: argparse.Namespace, device: torch.device
+) -> tuple[Any, list[dict[str, float]], float, float, float]:
+    """`train()` on synthetic conversations: (result, the steps after warm-up, their seconds, their
+    tokens, the whole wall time). Peak GPU memory counts from here."""
+    image_size = vlm.encoder.preprocess.size[0]
+    dataset = SyntheticConversations(args.global_batch * (args.warmup + args.steps), args.text_tokens, image_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        result = train(vlm, dataset, cfg, Path(out), progress=False, device=device, master_dtype=torch.float32)
+        wall = time.perf_counter() - start
+    timed = result.history[args.warmup :]
+    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in timed)
+    return result, timed, seconds, sum(r["tokens"] for r in timed), wall
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     size = "tiny" if args.tiny else "full"
@@ -148,17 +166,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every=0, max_length=args.text_tokens, shuffle=False, num_workers=args.workers,
     )  # fmt: skip
     report = prepare_stage(vlm, cfg)  # train() finds the adapter in place and keeps it
-    image_size = vlm.encoder.preprocess.size[0]
-    dataset = SyntheticConversations(args.global_batch * (args.warmup + args.steps), args.text_tokens, image_size)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        result = train(vlm, dataset, cfg, Path(out), progress=False, device=device, master_dtype=torch.float32)
-        wall = time.perf_counter() - start
-    timed = result.history[args.warmup :]
-    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in timed)
-    tokens = sum(r["tokens"] for r in timed)
+    result, timed, seconds, tokens, wall = timed_training(vlm, cfg, args, device)
     flops = model_flops_per_step(vlm, args.global_batch, args.text_tokens)
     achieved = sum(flops.values()) * len(timed) / seconds
     return {

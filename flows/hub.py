@@ -10,14 +10,14 @@ from prefect import flow
 
 from flows._stage import run_stage
 from spatialboost.config import SpatialBoostConfig, load_config
-from spatialboost.hub import preflight
+from spatialboost.hub import active_roles, preflight
 from tasks.hub import hub_task
 from tasks.metrics import write_metrics
 
 
 @flow(name="hub")
 def hub_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write hub.cache_dir/<role> for every role, hub.cache_dir/hub.json and metrics/hub.json."""
+    """Write hub.cache_dir/<role> for every role the config loads, hub.cache_dir/hub.json and metrics/hub.json."""
     cfg = load_config(params, overrides)
     metrics = hub_task(cfg)
     write_metrics(cfg.orchestration.metrics_dir, "hub", metrics)
@@ -25,7 +25,7 @@ def hub_flow(params: str = "params.yaml", overrides: list[str] | None = None) ->
 
 
 def _preflight(cfg: SpatialBoostConfig) -> str | None:
-    return preflight(cfg.hub)
+    return preflight(cfg.hub, roles=active_roles(cfg))  # the encoders not chosen need no pin
 
 
 if __name__ == "__main__":

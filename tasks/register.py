@@ -38,6 +38,13 @@ def qa_hash(lock_path: str | Path, qa_output: str) -> str | None:
     return next((o.get("md5") for o in outs if o.get("path") == qa_output), None)
 
 
+def base_checkpoint(cfg: SpatialBoostConfig) -> str:
+    """The checkpoint the boosted encoder started from: the chosen lvlm.encoder's (the DINOv2 or
+    OpenCLIP repository, or LLaVA-1.5 for its own CLIP), else train.init."""
+    choice = cfg.lvlm.chosen()
+    return choice.path if choice is not None else cfg.train.init
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -53,7 +60,8 @@ def register_task(cfg: SpatialBoostConfig, lock_path: str = "dvc.lock") -> dict[
     metrics |= numeric_metrics(_read_json(metrics_dir / "train.json"), "train.")
     tags = {"dvc.qa_hash": qa_hash(lock_path, cfg.synthesize.output) or "unknown"}
     tracker = Tracker(cfg.tracking, cfg.profile)
-    name, version, champion = tracker.model_name(cfg.registry.encoder_name), None, False
+    encoder_name = cfg.registered_encoder_name()  # registry.encoder_name, or the chosen lvlm.encoder's real name
+    name, version, champion = tracker.model_name(encoder_name), None, False
     with tracker.run("pipeline", config=cfg, tags=tags) as run_id:
         tracker.log_metrics(metrics)  # before registering: the champion rule reads the run's metrics
         if Path(cfg.evaluate.output).is_dir():
@@ -61,10 +69,10 @@ def register_task(cfg: SpatialBoostConfig, lock_path: str = "dvc.lock") -> dict[
         if cfg.registry.enabled:
             export = Path(cfg.train.output) / "encoder"
             card = model_card(CardInputs(
-                model_name=name, spec=read_spec(export), base_model=base_model_of(cfg.train.init, cfg.hub),
+                model_name=name, spec=read_spec(export), base_model=base_model_of(base_checkpoint(cfg), cfg.hub),
                 data_version=tags["dvc.qa_hash"], recipe=cfg.train.model_dump(mode="json"), metrics=evaluation,
                 git_commit=git_commit(), profile=cfg.profile, run_id=run_id,
             ))
-            version = tracker.register_encoder(export, cfg.registry.encoder_name, model_card=card)
+            version = tracker.register_encoder(export, encoder_name, model_card=card)
             champion = tracker.promote_if_better(name, version)
     return {"model": name, "version": version, "champion": champion, "run_id": run_id, "tracking_uri": tracker.uri}

@@ -14,7 +14,14 @@ from spatialboost.models.dual_channel import (
     dual_channel_parameters,
     gate_values,
 )
-from spatialboost.models.encoders import CLIPVisionEncoder, Dinov2Encoder, OpenCLIPEncoder, VisionEncoder
+from spatialboost.models.encoders import (
+    CLIPVisionEncoder,
+    Dinov2Encoder,
+    DINOv3Encoder,
+    OpenCLIPEncoder,
+    SiglipVisionEncoder,
+    VisionEncoder,
+)
 from tests.tiny_vlm import FAMILIES, IMAGE_PX, tiny_encoder
 
 ATOL = 1e-5  # fp32, max abs difference
@@ -70,12 +77,15 @@ def test_gate_mixes_per_channel(family: str) -> None:
     _perturb_attn_plus(encoder, 0.2)
     layer = dual_channel_layers(encoder)[0]
     x = torch.randn(1, 5, 32)
-    args = (x, x, x) if family == "open_clip" else (x,)  # MHA takes (q, k, v); HF takes hidden_states
+    args, kwargs = (x, x, x) if family == "open_clip" else (x,), {}  # MHA takes (q, k, v); HF takes hidden_states
+    if family == "dinov3":  # RoPE on the patch tokens: the cos/sin of a real image's grid
+        x = torch.randn(1, encoder.num_prefix_tokens + 16, 32)
+        args, kwargs = (x,), {"position_embeddings": encoder.model.rope_embeddings(pixels)}
     with torch.no_grad():
-        y = layer.attn(*args)[0]
-        y_plus = layer.attn_plus(*args)[0]
+        y = layer.attn(*args, **kwargs)[0]
+        y_plus = layer.attn_plus(*args, **kwargs)[0]
         layer.gate.copy_(torch.linspace(-30, 30, 32))  # alpha ~ 0 on the first channels, ~ 1 on the last
-        mixed = layer(*args)
+        mixed = layer(*args, **kwargs)
     assert isinstance(mixed, tuple)  # the library's tuple return is kept
     torch.testing.assert_close(mixed[0][..., :4], y_plus[..., :4], rtol=0, atol=1e-6)
     torch.testing.assert_close(mixed[0][..., -4:], y[..., -4:], rtol=0, atol=1e-6)
@@ -128,31 +138,53 @@ def test_keep_rest_trainable_and_no_double_wrap() -> None:
         gate_values(tiny_encoder("clip"))
 
 
-def _vit_large(family: str) -> VisionEncoder:
-    """ViT-L/14-shaped encoders on the meta device: real parameter counts, no memory."""
+def _paper_size(family: str) -> VisionEncoder:
+    """Each family at the size of the checkpoint the paper profile boosts, on the meta device: real
+    parameter counts, no memory. ViT-L/14 (DINOv2 facebook/dinov2-large, OpenCLIP ViT-L-14 of
+    laion/CLIP-ViT-L-14-laion2B-s32B-b82K, LLaVA-1.5's CLIP ViT-L/14-336), SigLIP So400m/14-384
+    (google/siglip-so400m-patch14-384; SigLIP 2's google/siglip2-so400m-patch14-384 has the same
+    tower), DINOv3 ViT-L/16 with 4 registers and no key bias (facebook/dinov3-vitl16-pretrain-lvd1689m)."""
     import open_clip
-    from transformers import CLIPVisionConfig, Dinov2Config
+    from transformers import CLIPVisionConfig, Dinov2Config, DINOv3ViTConfig, SiglipVisionConfig
 
-    vit_l = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096, patch_size=14)
+    vit_l = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
     with torch.device("meta"):
         if family == "dinov2":
-            return Dinov2Encoder.from_config(Dinov2Config(**vit_l, image_size=518))
+            return Dinov2Encoder.from_config(Dinov2Config(**vit_l, patch_size=14, image_size=518))
         if family == "clip":
-            return CLIPVisionEncoder.from_config(CLIPVisionConfig(**vit_l, image_size=336))
+            return CLIPVisionEncoder.from_config(CLIPVisionConfig(**vit_l, patch_size=14, image_size=336))
+        if family == "siglip":
+            so400m = dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304)
+            return SiglipVisionEncoder.from_config(SiglipVisionConfig(**so400m, patch_size=14, image_size=384))
+        if family == "dinov3":
+            config = DINOv3ViTConfig(**vit_l, patch_size=16, num_register_tokens=4, key_bias=False)
+            return DINOv3Encoder.from_config(config)
         return OpenCLIPEncoder.from_config(open_clip.get_model_config("ViT-L-14"))
 
 
-@pytest.mark.parametrize("family", ["dinov2", "clip", "open_clip"])
-def test_parameter_growth_vit_large(family: str) -> None:
-    """ViT-L/14: Attn+ (q, k, v, out projections) + gates add 100.8M parameters to ~304M: 33.1%."""
-    encoder = _vit_large(family)
+# family -> (width d, blocks, Attn+ parameters per block besides the gate, encoder size range, growth)
+PAPER_SIZES = {
+    "open_clip": (1024, 24, lambda d: 4 * d * d + 4 * d, (303e6, 305e6), 0.331),
+    "dinov2": (1024, 24, lambda d: 4 * d * d + 4 * d, (303e6, 305e6), 0.331),
+    "clip": (1024, 24, lambda d: 4 * d * d + 4 * d, (303e6, 305e6), 0.331),
+    "siglip": (1152, 27, lambda d: 4 * d * d + 4 * d, (428e6, 429e6), 0.335),  # the 428M includes its MAP head
+    "dinov3": (1024, 24, lambda d: 4 * d * d + 3 * d, (302e6, 304e6), 0.332),  # no key bias
+}
+
+
+@pytest.mark.parametrize("family", sorted(PAPER_SIZES))
+def test_parameter_growth_at_paper_size(family: str) -> None:
+    """Attn+ (q, k, v, out projections) + gates add about a third: 100.8M to a ViT-L/14's 304M
+    (33.1%), 143.5M to SigLIP So400m's 428M, 100.8M to DINOv3 ViT-L/16's 303M."""
+    assert set(PAPER_SIZES) == set(FAMILIES)  # every family the encoders module knows
+    d, layers, per_block, (low, high), growth = PAPER_SIZES[family]
+    encoder = _paper_size(family)
     assert encoder.device.type == "meta"
     report = add_dual_channel(encoder)
-    d, layers = 1024, 24
     assert report.n_layers == layers
-    assert report.params_added == layers * (4 * d * d + 4 * d + d)  # 4 projections + biases + gate
-    assert 303e6 < report.params_before < 305e6
-    assert report.growth_fraction == pytest.approx(0.331, abs=0.002)
+    assert report.params_added == layers * (per_block(d) + d)  # + the gate a, one per channel
+    assert low < report.params_before < high
+    assert report.growth_fraction == pytest.approx(growth, abs=0.002)
 
 
 def test_wraps_any_signature() -> None:

@@ -26,6 +26,7 @@ from spatialboost.hub import (
 )
 from spatialboost.profiles import render_profile
 from tests.tiny_hub import NOT_FETCHED, PAPER_REPOS, save_paper_mirror
+from tests.tiny_lvlm_hub import ENCODER_REPOS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "a" * 40
@@ -95,7 +96,8 @@ def test_an_unpinned_role_is_refused_with_the_command_that_pins_it(tmp_path: Pat
     with pytest.raises(HubError, match="has no revision"):
         fetch_models(hub, download=RecordingDownloader(["config.json"]))
     paper = load_config(ROOT / "configs" / "paper.yaml").hub  # shipped unpinned: no sha is invented here
-    assert sorted(paper.models) == sorted(PAPER_REPOS) and all(pin.revision is None for pin in paper.models.values())
+    assert sorted(paper.models) == sorted(PAPER_REPOS) and all(pin.revision is None for pin in paper.pins().values())
+    assert {role: pin.repo_id for role, pin in paper.encoders.items()} == ENCODER_REPOS
 
 
 def test_lock_asks_the_hub_for_main_only_for_unpinned_roles(tmp_path: Path) -> None:
@@ -110,6 +112,33 @@ def test_lock_asks_the_hub_for_main_only_for_unpinned_roles(tmp_path: Path) -> N
     assert lock_revisions(hub, resolve=resolve) == {"depth": COMMIT, "lvlm": SHA}
     assert asked == [("apple/DepthPro-hf", "main")]
     assert lock_revisions(hub, resolve=resolve, update=True) == {"depth": COMMIT, "lvlm": COMMIT}
+
+
+def test_lock_pins_the_roles_in_use_and_every_other_one_it_can(tmp_path: Path) -> None:
+    """One `hub lock` pins the encoders a later `-S lvlm.encoder=...` may choose; a gated repository
+    the hub refuses, or one a mirror lacks, is left unpinned unless the active params load it."""
+
+    def resolve(repo_id: str, branch: str) -> str:
+        if repo_id.startswith("facebook/dinov3"):
+            raise PermissionError(f"401: {repo_id} is gated")
+        return COMMIT
+
+    hub = HubConfig(cache_dir=str(tmp_path), models={"lvlm": ModelPin(repo_id="llava-hf/llava-1.5-7b-hf")}, encoders={
+        "dinov2": ModelPin(repo_id="facebook/dinov2-large"), "dinov3": ModelPin(repo_id="facebook/dinov3-vitl16-pretrain-lvd1689m")})  # fmt: skip
+    assert lock_revisions(hub, resolve=resolve) == {"lvlm": COMMIT, "dinov2": COMMIT}  # dinov3 stays unpinned
+    with pytest.raises(PermissionError, match="gated"):
+        lock_revisions(hub, resolve=resolve, required=["lvlm", "dinov3"])  # lvlm.encoder=dinov3 needs it
+    with pytest.raises(PermissionError, match="gated"):
+        lock_revisions(HubConfig(models={"dinov3": hub.encoders["dinov3"]}), resolve=resolve)  # a hub.models role must pin
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    absent = HubConfig(cache_dir=str(tmp_path), encoders={"dinov2": hub.encoders["dinov2"]})
+    assert lock_revisions(absent, mirror=mirror) == {}  # not in the mirror, not needed
+    with pytest.raises(HubError, match="hub mirror has no folder .*facebook/dinov2-large"):
+        lock_revisions(absent, mirror=mirror, required=["dinov2"])
+    problem = preflight(hub)  # only hub.models by default: an encoder not chosen needs no pin
+    assert problem is not None and "lvlm" in problem and "dinov" not in problem
+    assert "dinov3" in (preflight(hub, roles=["lvlm", "dinov3"]) or "")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +169,9 @@ def test_lock_then_fetch_the_paper_profile_offline_from_a_mirror(
     assert locked.exit_code == 0, locked.output
     assert json.loads(locked.output)["revisions"] == dict.fromkeys(PAPER_REPOS, COMMIT)
     for path in (work / "configs" / "paper.yaml", work / "params.yaml"):  # the source, and the active file from it
-        assert all(pin.revision == COMMIT for pin in load_config(path).hub.models.values())
+        hub = load_config(path).hub
+        assert all(pin.revision == COMMIT for pin in hub.models.values())
+        assert all(pin.revision is None for pin in hub.encoders.values())  # not in this mirror, not chosen: unpinned
     assert "# the recipe's 4 GPUs" in (work / "configs" / "paper.yaml").read_text()  # comments kept
 
     cfg = load_config(work / "params.yaml", [f"hub.mirror={mirror}"])
@@ -157,7 +188,7 @@ def test_lock_then_fetch_the_paper_profile_offline_from_a_mirror(
     from transformers import DepthProForDepthEstimation, LlavaForConditionalGeneration
 
     DepthProForDepthEstimation.from_pretrained(cfg.extract.depth.model_path)  # what the stages load, as they load it
-    LlavaForConditionalGeneration.from_pretrained(cfg.train.init)
+    LlavaForConditionalGeneration.from_pretrained(cfg.lvlm.language_model)
     summary = json.loads((cache / SUMMARY_FILE).read_text())
     assert summary["models"]["labeler"]["revision"] == COMMIT
     assert run_hub_stage(cfg)["already_there"] == sorted(PAPER_REPOS)  # a rerun copies nothing
@@ -181,8 +212,7 @@ def test_a_wrong_model_file_name_fails_at_the_hub_stage_naming_what_was_fetched(
     cfg = load_config(work / "params.yaml", [*pins, f"hub.mirror={mirror}", f"hub.cache_dir={work / 'models/hub'}",
                                              f"extract.labeler.pretrained={work / old_name}",
                                              f"extract.depth.model_path={work / 'models/hub/depth'}",
-                                             f"extract.segmenter.model_path={work / 'models/hub/segmenter'}",
-                                             f"train.init={work / 'models/hub/lvlm'}"])  # fmt: skip
+                                             f"extract.segmenter.model_path={work / 'models/hub/segmenter'}"])  # fmt: skip
     with pytest.raises(HubError, match=r"extract.labeler.pretrained: .*open_clip_model.safetensors does not exist \(hub role 'labeler' fetched: open_clip_config.json, open_clip_pytorch_model.safetensors\)"):
         run_hub_stage(cfg)
 

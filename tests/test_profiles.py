@@ -95,7 +95,8 @@ def test_dvc_yaml_renders_against_every_shipped_profile(name: str, tmp_path: Pat
 
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     repo, stages = _dvc_stages(tmp_path, render_profile(ROOT / "configs" / f"{name}.yaml"))
-    assert list(stages) == ["hub", "world", "manifest", "extract", "synthesize", "bootstrap", "train", "evaluate", "register"]
+    assert list(stages) == ["hub", "world", "manifest", "extract", "synthesize", "bootstrap", "align", "instruct", "train",
+                            "evaluate", "register"]  # fmt: skip
     for stage in stages.values():
         paths = [dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)]
         paths += [out.def_path for out in stage.outs]
@@ -104,7 +105,9 @@ def test_dvc_yaml_renders_against_every_shipped_profile(name: str, tmp_path: Pat
             if isinstance(dep, ParamsDependency):
                 values = dep.read_params()
                 assert set(dep.params) <= set(values), (stage.name, dep.params)  # no missing params
-    assert {out.def_path for out in stages["hub"].outs} == {cfg.hub.cache_dir, f"{cfg.orchestration.metrics_dir}/hub.json"}
+    assert {out.def_path for out in stages["hub"].outs} == {cfg.hub.cache_dir, cfg.hub.encoder_dir,
+                                                            f"{cfg.orchestration.metrics_dir}/hub.json"}  # fmt: skip
+    assert cfg.hub.encoder_dir not in {dep.def_path for dep in stages["extract"].deps}  # choosing an encoder re-extracts nothing
     hub_out = next(out for out in stages["hub"].outs if out.def_path == cfg.hub.cache_dir)
     assert not hub_out.use_cache and hub_out.persist
     manifest_deps = {dep.def_path for dep in stages["manifest"].deps}
@@ -116,7 +119,8 @@ def test_dvc_yaml_renders_against_every_shipped_profile(name: str, tmp_path: Pat
     assert nx.is_directed_acyclic_graph(graph)
     needs = {stage: set(graph.successors(stages[stage])) for stage in stages}  # edges: stage -> what it depends on
     assert stages["hub"] in needs["extract"]
-    assert (stages["hub"] in needs["train"]) == (name == "paper")  # the paper's LVLM comes from the hub
+    assert (stages["instruct"] in needs["train"]) == (name == "paper")  # the paper's LVLM: the instruct stage's folder
+    assert stages["align"] in needs["instruct"] and stages["hub"] in needs["align"]  # ... built from the hub's checkpoints
     assert (stages["bootstrap"] in needs["train"]) == (name == "demo")
 
 
@@ -187,7 +191,7 @@ def test_bootstrap_is_skipped_with_a_marker_in_the_paper_profile(tmp_path: Path)
     paper = load_config(ROOT / "configs" / "paper.yaml")
     assert skip_reason(load_config(ROOT / "params.yaml"), "bootstrap") is None
     reason = skip_reason(paper, "bootstrap")
-    assert reason is not None and "bootstrap.enabled is false" in reason and "models/hub/lvlm" in reason
+    assert reason is not None and "bootstrap.enabled is false" in reason and "models/lvlm/instruct" in reason
     metrics = mark_skipped(tmp_path / "bootstrap", "bootstrap", reason)
     assert metrics == {"skipped": True, "reason": reason}
     marker = yaml.safe_load((tmp_path / "bootstrap" / SKIP_FILE).read_text())

@@ -94,6 +94,8 @@ def test_torchrun_command_hands_on_params_and_overrides() -> None:
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m",
                            "spatialboost.train", "--params", "configs/paper.yaml", "-S", "train.lr=1e-5",
                            "-S", "train.adapter=lora", "--result", "/tmp/result.json"]  # fmt: skip
+    align = torchrun_command("params.yaml", [], 8, "/tmp/r.json", stage="align")  # LLaVA-1.5's stage 1 of a new encoder
+    assert align[align.index("spatialboost.train") + 1 :][:2] == ["--stage", "align"]
 
 
 def test_more_processes_than_gpus_is_a_clear_error() -> None:

@@ -1,8 +1,9 @@
 """Tiny random models of the real classes for the encoder / dual-channel / VLM / training tests.
 
 Every builder seeds torch and builds the real class (Dinov2Model, CLIPVisionModel,
-SiglipVisionModel, open_clip VisionTransformer, LlamaForCausalLM, LlavaForConditionalGeneration)
-with hidden size 32, 2 layers and 32 x 32 images (patch 8: 16 patches). Nothing is downloaded;
+SiglipVisionModel, DINOv3ViTModel, open_clip VisionTransformer, LlamaForCausalLM,
+LlavaForConditionalGeneration) with hidden size 32, 2 layers and 32 x 32 images (patch 8: 16
+patches; the tiny DINOv3 has 2 register tokens, the real ViT-L/16 4). Nothing is downloaded;
 `save_*` functions write folders that load exactly like real checkpoints.
 
     tok = train_tiny_tokenizer(tmp_path / "tok")
@@ -20,6 +21,8 @@ from transformers import (
     CLIPImageProcessor,
     CLIPVisionConfig,
     Dinov2Config,
+    DINOv3ViTConfig,
+    DINOv3ViTImageProcessor,
     LlamaConfig,
     LlamaForCausalLM,
     LlavaConfig,
@@ -37,8 +40,8 @@ from tests.tiny_models import OPENCLIP_NAME, openclip_config, save_openclip
 IMAGE_PX = 32
 PATCH = 8
 NUM_PATCHES = (IMAGE_PX // PATCH) ** 2  # 16
-FAMILIES = tuple(ENCODER_FAMILIES)  # open_clip, dinov2, clip, siglip
-HF_FAMILIES = ("dinov2", "clip", "siglip")
+FAMILIES = tuple(ENCODER_FAMILIES)  # open_clip, dinov2, clip, siglip, dinov3
+HF_FAMILIES = ("dinov2", "clip", "siglip", "dinov3")
 
 _VISION = dict(
     hidden_size=32,
@@ -48,7 +51,8 @@ _VISION = dict(
     patch_size=PATCH,
     image_size=IMAGE_PX,
 )
-_HF_CONFIGS = {"dinov2": Dinov2Config, "clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
+_HF_CONFIGS = {"dinov2": Dinov2Config, "clip": CLIPVisionConfig, "siglip": SiglipVisionConfig, "dinov3": DINOv3ViTConfig}
+_FAMILY_OVERRIDES = {"dinov3": {"num_register_tokens": 2}}
 _HF_PROCESSORS = {
     "dinov2": lambda: BitImageProcessor(
         size={"shortest_edge": 40}, crop_size={"height": IMAGE_PX, "width": IMAGE_PX}, do_center_crop=True
@@ -57,6 +61,7 @@ _HF_PROCESSORS = {
         size={"shortest_edge": IMAGE_PX}, crop_size={"height": IMAGE_PX, "width": IMAGE_PX}
     ),
     "siglip": lambda: SiglipImageProcessor(size={"height": IMAGE_PX, "width": IMAGE_PX}),
+    "dinov3": lambda: DINOv3ViTImageProcessor(size={"height": IMAGE_PX, "width": IMAGE_PX}),
 }
 
 CORPUS = [
@@ -71,9 +76,9 @@ CORPUS = [
 ]
 
 
-def hf_vision_config(family: str, **overrides) -> Dinov2Config | CLIPVisionConfig | SiglipVisionConfig:
+def hf_vision_config(family: str, **overrides):
     """A tiny transformers vision config: hidden 32, 2 layers, 2 heads, patch 8, 32 px."""
-    return _HF_CONFIGS[family](**{**_VISION, **overrides})
+    return _HF_CONFIGS[family](**{**_VISION, **_FAMILY_OVERRIDES.get(family, {}), **overrides})
 
 
 def arch_config(family: str) -> dict:

@@ -271,16 +271,18 @@ def hub_fetch(
     role: Annotated[list[str] | None, typer.Option(help="fetch only this role (repeatable)")] = None,
     mirror: MirrorOpt = None,
 ) -> None:
-    """Fetch the pinned checkpoints of hub.models into hub.cache_dir/<role> (skips fetched ones).
-    The whole `hub` stage (with its checks and summary) is `dvc repro hub`."""
-    from spatialboost.hub import HubError, fetch_models, preflight
+    """Fetch the pinned checkpoints the config loads (hub.models, and of hub.encoders the chosen
+    lvlm.encoder's) into hub.cache_dir/<role> or hub.encoder_dir/<role> (skips fetched ones). The whole `hub` stage (with its checks and
+    summary) is `dvc repro hub`."""
+    from spatialboost.hub import HubError, active_roles, fetch_models, preflight
 
     cfg = _load(params, overrides)
+    roles = role or active_roles(cfg)
     try:
-        problem = preflight(cfg.hub, mirror)
+        problem = preflight(cfg.hub, mirror, roles)
         if problem:
             raise HubError(problem)
-        records = fetch_models(cfg.hub, roles=role or None, mirror=mirror)
+        records = fetch_models(cfg.hub, roles=roles, mirror=mirror)
     except HubError as err:
         raise ConfigError(str(err)) from None
     typer.echo(json.dumps({name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
@@ -295,19 +297,24 @@ def hub_lock(
     update: Annotated[bool, typer.Option(help="re-pin every role to its current commit, not only the unpinned")] = False,
 ) -> None:
     """Pin every unpinned role of the active profile to a commit sha: the repository's current
-    `main` (asks the hub), or what a mirror holds. Writes the shas into the profile's source
-    (configs/<profile>.yaml, comments kept) and regenerates params.yaml from it; commit both."""
-    from spatialboost.hub import HubError, lock_revisions
+    `main` (asks the hub), or what a mirror holds. The roles the active params load must pin; the
+    other encoders' pin when the hub or the mirror has them (for a later `-S lvlm.encoder=...`).
+    Writes the shas into the profile's source (configs/<profile>.yaml, comments kept) and
+    regenerates params.yaml from it; commit both."""
+    from spatialboost.hub import HubError, active_roles, lock_revisions
     from spatialboost.profiles import profile_status, set_profile_values, use_profile
 
     status = profile_status(params)
     if status.source is None:
         raise ConfigError(f"{params}: profile {status.profile!r} has no source in configs/ to write the pins into")
     try:
-        shas = lock_revisions(load_config(status.source).hub, mirror=mirror, update=update)
+        required = active_roles(load_config(params))
+        shas = lock_revisions(load_config(status.source).hub, mirror=mirror, update=update, required=required)
     except HubError as err:
         raise ConfigError(str(err)) from None
-    set_profile_values(status.source, {f"hub.models.{role}.revision": sha for role, sha in shas.items()})
+    hub = load_config(status.source).hub
+    set_profile_values(status.source, {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha
+                                       for role, sha in shas.items()})  # fmt: skip
     use_profile(status.source, params)
     typer.echo(json.dumps({"profile": str(status.source), "revisions": shas}))
 

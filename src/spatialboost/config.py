@@ -347,12 +347,31 @@ class HubConfig(_Section):
     """Checkpoints `hub.py` downloads in the paper profile's own stage; empty in the demo."""
 
     cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in (the hub stage's output)")
-    models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint")
+    models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint, always fetched")
+    encoder_dir: str = Field(
+        "models/encoders", description="folder of the `encoders` checkpoints (a second output of the hub stage, so that "
+        "fetching one does not change cache_dir, which extraction depends on)",
+    )  # fmt: skip
+    encoders: dict[str, ModelPin] = Field(
+        default_factory=dict, description="role -> pinned checkpoint of an encoder lvlm.encoder may choose: fetched into "
+        "encoder_dir/<role> only when chosen",
+    )  # fmt: skip
     mirror: str | None = Field(
         None,
         description="offline: a local folder laid out like the hub, <repo_id>/<files> (e.g. `hf download REPO --revision SHA "
         "--local-dir MIRROR/REPO`), read instead of the network; None = download from the Hugging Face Hub",
     )
+
+    @model_validator(mode="after")
+    def _roles_unique(self) -> HubConfig:
+        both = sorted(set(self.models) & set(self.encoders))
+        if both:
+            raise ValueError(f"roles {both} are in both models and encoders")
+        return self
+
+    def pins(self) -> dict[str, ModelPin]:
+        """Every role, models then encoders."""
+        return {**self.models, **self.encoders}
 
 
 class DepthModelConfig(_Section):
@@ -906,10 +925,134 @@ class EvaluateConfig(_Section):
         return value
 
 
+
+# --- the LVLM the boost starts from (paper profile): LLaVA-1.5, or a new encoder + its two stages ---
+
+ENCODER_FAMILY_NAMES = ("open_clip", "dinov2", "clip", "siglip", "dinov3")
+"""The encoder adapters of models/encoders.py (ENCODER_FAMILIES), by family name."""
+
+
+class EncoderChoice(_Section):
+    """One encoder the paper profile can boost: where its checkpoint is, which adapter reads it, the
+    layer LLaVA-1.5's projector reads (models/lvlm.py says why per family) and its registry name."""
+
+    family: Literal["open_clip", "dinov2", "clip", "siglip", "dinov3"] = Field(
+        description="the adapter (models/encoders.py); SigLIP 2's fixed-resolution checkpoints are siglip"
+    )
+    path: str = Field(
+        description="its checkpoint folder: transformers (config.json, model.safetensors, preprocessor_config.json) "
+        "or open_clip (open_clip_config.json + weights); for a released LLaVA, the LLaVA folder"
+    )
+    hub_role: str | None = Field(
+        None, description="the hub role (hub.models, or hub.encoders: fetched only when this encoder is chosen) that fetches `path`"
+    )
+    name: str = Field(min_length=1, description="its real name: registered as tracking.registry_prefix + name")
+    feature_layer: int = Field(-2, description="hidden state the projector reads (0 = embeddings, -1 = last block); LLaVA-1.5: -2")
+    apply_final_norm: bool = Field(False, description="apply the encoder's own final LayerNorm to that layer")
+    released: bool = Field(
+        False, description="True: a released LLaVA-1.5 whose weights already passed align and instruct (both stages are skipped)"
+    )
+
+
+def _default_encoders() -> dict[str, EncoderChoice]:
+    def choice(family: str, role: str, name: str, folder: str = "models/encoders", **extra: Any) -> EncoderChoice:
+        return EncoderChoice(family=family, path=f"{folder}/{role}", hub_role=role, name=name, **extra)
+
+    return {
+        "llava": choice("clip", "lvlm", "clip-vit-l-14-336-llava-1.5", "models/hub", released=True),
+        "openclip": choice("open_clip", "labeler", "openclip-vit-l-14", "models/hub"),  # the labeler's own ViT-L/14
+        "dinov2": choice("dinov2", "dinov2", "dinov2-vit-l-14"),
+        "siglip": choice("siglip", "siglip", "siglip-so400m-14-384"),
+        "dinov3": choice("dinov3", "dinov3", "dinov3-vit-l-16"),
+        "siglip2": choice("siglip", "siglip2", "siglip2-so400m-14-384"),
+    }
+
+
+class LVLMPhase(BootstrapPhase):
+    """One of LLaVA-1.5's two stages for a new encoder (train/lvlm_stage.py), through the one training
+    loop. Defaults: LLaVA-1.5's scripts/v1_5/pretrain.sh and finetune.sh (haotian-liu/LLaVA);
+    epochs, max_steps and warmup_ratio as in a bootstrap phase; the loop settings not listed here are
+    train-section defaults (clipping 1.0, AdamW betas/eps). lr and the batch sizes have no default:
+    a profile says them (LLaVA's differ by a factor of 50 between the stages)."""
+
+    data: str = Field(description="annotation file: blip_laion_cc_sbu_558k.json (align) or llava_v1_5_mix665k.json (instruct)")
+    image_root: str = Field(description="folder the records' `image` paths are relative to")
+    output: str = Field(description="the stage's folder (a DVC output, persisted: its checkpoints resume a killed run)")
+    template: Literal["plain", "vicuna_v1"] = Field(
+        description="plain: <image> + caption (LLaVA's --version plain, pretraining); vicuna_v1: the chat format (--version v1)"
+    )
+    image_aspect_ratio: Literal["square", "pad"] = Field(
+        description="square: the encoder's own preprocessing; pad: first pad to a square with the encoder's mean colour "
+        "(LLaVA's --image_aspect_ratio pad, which the 665K mix's normalized region boxes refer to)"
+    )
+    max_records: int | None = Field(None, ge=1, description="smoke runs: a seeded subset of this many records (None = all)")
+    lr: float = Field(gt=0, description="peak learning rate (AdamW, warmup + cosine)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    global_batch_size: int = Field(ge=1, description="records per optimizer step, summed over processes")
+    micro_batch_size: int = Field(ge=1, description="records per forward pass per process")
+    max_length: int = Field(2048, ge=8, description="text tokens per record before the image tokens are expanded (model_max_length)")
+    group_by_length: bool = Field(False, description="batch records of similar length (LLaVA: group_by_modality_length in finetuning)")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, fp32 on CPU")
+    gradient_checkpointing: bool = Field(True, description="recompute activations in backward (LLaVA-1.5: on)")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: ddp, or fsdp when the trained LLM does not fit one GPU")
+    checkpoint_every: int = Field(200, ge=0, description="a resumable checkpoint every this many steps; 0 = only at the end")
+    num_workers: int = Field(4, ge=0, description="DataLoader worker processes per training process")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads while training; None = torch's default")
+
+
+def _default_align() -> LVLMPhase:
+    # pretrain.sh: 8 GPUs x 32 per device x 1 accumulation = 256, lr 1e-3, 1 epoch, wd 0, warmup 0.03, 2048
+    return LVLMPhase(data="data/llava/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", image_root="data/llava/LLaVA-Pretrain/images",
+                     output="models/lvlm/align", template="plain", image_aspect_ratio="square", lr=1e-3,
+                     global_batch_size=256, micro_batch_size=32)  # fmt: skip
+
+
+def _default_instruct() -> LVLMPhase:
+    # finetune.sh: 8 GPUs x 16 x 1 = 128, lr 2e-5, 1 epoch, pad, group_by_modality_length, ZeRO-3 (here: FSDP)
+    return LVLMPhase(data="data/llava/llava_v1_5_mix665k.json", image_root="data/llava/images", output="models/lvlm/instruct",
+                     template="vicuna_v1", image_aspect_ratio="pad", lr=2e-5, global_batch_size=128, micro_batch_size=16,
+                     group_by_length=True, strategy="fsdp")  # fmt: skip
+
+
+class LVLMConfig(_Section):
+    """The LVLM the boost stage starts from. `encoder` picks it: a released LLaVA-1.5 (llava: its
+    own CLIP, nothing to train), or a new encoder + a fresh 2-layer GELU projector + LLaVA-1.5's
+    language model, through LLaVA-1.5's align and instruct stages (the DVC stages `align` and
+    `instruct`, whose output train.init then is). None: no LVLM is built here (the demo's comes
+    from its bootstrap stage)."""
+
+    encoder: str | None = Field(None, description="a key of `encoders` (llava, openclip, dinov2, siglip, dinov3, siglip2), or null")
+    encoders: dict[str, EncoderChoice] = Field(default_factory=_default_encoders, description="name -> encoder")
+    language_model: str = Field(
+        "models/hub/lvlm", description="the LLM + tokenizer: a LLaVA checkpoint folder (its Vicuna) or a causal-LM folder (e.g. Vicuna-7B-v1.5)"
+    )
+    seed: int = Field(0, ge=0, description="seed of the fresh projector and of both stages' data order")
+    align: LVLMPhase = Field(default_factory=_default_align, description="LLaVA-1.5 stage 1: projector only, LCS-558K captions")
+    instruct: LVLMPhase = Field(default_factory=_default_instruct, description="LLaVA-1.5 stage 2: projector + LLM, the 665K mix")
+
+    @model_validator(mode="after")
+    def _known_encoder(self) -> LVLMConfig:
+        if self.encoder is not None and self.encoder not in self.encoders:
+            raise ValueError(f"encoder {self.encoder!r} is not one of encoders: {', '.join(sorted(self.encoders))}")
+        return self
+
+    def chosen(self) -> EncoderChoice | None:
+        """The chosen encoder, or None."""
+        return None if self.encoder is None else self.encoders[self.encoder]
+
+    def trains(self) -> bool:
+        """Whether align and instruct run (a new encoder); False for a released LLaVA or none."""
+        choice = self.chosen()
+        return choice is not None and not choice.released
+
+
 class RegisterConfig(_Section):
     """Section `registry`, used by the `register` stage: one MLflow run of the pipeline, the boosted encoder as a new version."""
 
-    encoder_name: str = Field("dinov2-demo", min_length=1, description="registered model = tracking.registry_prefix + this")
+    encoder_name: str | None = Field(
+        "dinov2-demo", min_length=1,
+        description="registered model = tracking.registry_prefix + this; null = the chosen encoder's name (lvlm.encoders)",
+    )  # fmt: skip
     enabled: bool = Field(True, description="False: log the run but register no encoder version")
 
 
@@ -963,13 +1106,14 @@ class SpatialBoostConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegisterConfig = Field(default_factory=RegisterConfig)
+    lvlm: LVLMConfig = Field(default_factory=LVLMConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     ablations: AblationsConfig = Field(default_factory=AblationsConfig)
 
     @model_validator(mode="after")
     def _profile_consistent(self) -> SpatialBoostConfig:
-        if self.profile == "demo" and self.hub.models:
-            raise ValueError("the demo profile is offline: hub.models must be empty")
+        if self.profile == "demo" and self.hub.pins():
+            raise ValueError("the demo profile is offline: hub.models and hub.encoders must be empty")
         return self
 
     @model_validator(mode="after")
@@ -981,6 +1125,37 @@ class SpatialBoostConfig(_Section):
                 f"multiple of train.micro_batch_size {train.micro_batch_size} x {n} processes"
             )
         return self
+
+    @model_validator(mode="after")
+    def _lvlm_consistent(self) -> SpatialBoostConfig:
+        lvlm, choice = self.lvlm, self.lvlm.chosen()
+        if self.registry.encoder_name is None and choice is None:
+            raise ValueError("registry.encoder_name is null and no lvlm.encoder is chosen: name the registered encoder")
+        if choice is None:
+            return self
+        if lvlm.trains() and self.train.init != lvlm.instruct.output:  # a released LLaVA may also be given directly
+            raise ValueError(
+                f"lvlm.encoder={lvlm.encoder}: train.init must be the instruct stage's output {lvlm.instruct.output!r} "
+                f"(the LVLM built for it, or a pointer to the released one), got {self.train.init!r}"
+            )
+        if choice.hub_role is not None and choice.hub_role not in self.hub.pins():
+            raise ValueError(f"lvlm.encoders.{lvlm.encoder}.hub_role {choice.hub_role!r} is not a role of hub.models or hub.encoders")
+        n = self.orchestration.train_nproc_per_node
+        for name in ("align", "instruct") if lvlm.trains() else ():
+            phase = getattr(lvlm, name)
+            if phase.global_batch_size % (phase.micro_batch_size * n):
+                raise ValueError(
+                    f"orchestration.train_nproc_per_node={n}: lvlm.{name}.global_batch_size {phase.global_batch_size} is not "
+                    f"a multiple of lvlm.{name}.micro_batch_size {phase.micro_batch_size} x {n} processes"
+                )
+        return self
+
+    def registered_encoder_name(self) -> str:
+        """The boosted encoder's registry name (after tracking.registry_prefix)."""
+        choice = self.lvlm.chosen()
+        if self.registry.encoder_name is not None or choice is None:
+            return str(self.registry.encoder_name)
+        return choice.name
 
     @model_validator(mode="after")
     def _ablations_validate(self) -> SpatialBoostConfig:

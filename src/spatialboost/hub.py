@@ -3,7 +3,8 @@
     lock_revisions(cfg.hub)                        # role -> commit sha (asks the hub, or reads a mirror)
     fetch_models(cfg.hub)                          # every pinned role into hub.cache_dir/<role>
     fetch_models(cfg.hub, mirror="/mnt/hub")       # the same, offline, from a folder laid out like the hub
-    run_hub_stage(cfg)                             # the `hub` DVC stage: fetch, check, summarise
+    active_roles(cfg)                              # what the config loads (not the encoders it does not boost)
+    run_hub_stage(cfg)                             # the `hub` DVC stage: fetch the active roles, check, summarise
 
 Every role is pinned to a commit (`revision`, 40 hex) and fetches only the files its
 `allow_patterns` name, so a run downloads exactly what the pipeline reads and the same bytes every
@@ -61,8 +62,26 @@ def unpinned_roles(cfg: HubConfig) -> list[str]:
     return [role for role, pin in cfg.models.items() if pin.revision is None]
 
 
-def preflight(cfg: HubConfig, mirror: str | Path | None = None) -> str | None:
-    """Why the hub stage cannot start (one line), or None: checked before anything is fetched."""
+def active_roles(cfg: SpatialBoostConfig) -> list[str]:
+    """The roles this config fetches: every hub.models role, and of hub.encoders only the chosen
+    lvlm.encoder's. So the paper profile fetches DINOv2 only with lvlm.encoder=dinov2, and never a
+    gated repository it does not use."""
+    chosen = cfg.lvlm.chosen()
+    extra = [chosen.hub_role] if chosen is not None and chosen.hub_role in cfg.hub.encoders else []
+    return [*cfg.hub.models, *extra]
+
+
+def role_folder(cfg: HubConfig, role: str) -> Path:
+    """Where a role is fetched: cache_dir/<role> (models) or encoder_dir/<role> (encoders)."""
+    return Path(cfg.encoder_dir if role in cfg.encoders else cfg.cache_dir) / role
+
+
+def preflight(cfg: HubConfig, mirror: str | Path | None = None, roles: Iterable[str] | None = None) -> str | None:
+    """Why the hub stage cannot start (one line), or None: checked before anything is fetched.
+
+    roles: the roles to check (default: all; the stage checks `active_roles`)."""
+    pins = cfg.models if roles is None else {r: cfg.pins()[r] for r in roles if r in cfg.pins()}
+    cfg = cfg.model_copy(update={"models": pins, "encoders": {}})
     unpinned = unpinned_roles(cfg)
     if unpinned:
         names = ", ".join(f"{role} ({cfg.models[role].repo_id})" for role in unpinned)
@@ -113,18 +132,18 @@ def fetch_models(
     cfg: HubConfig, roles: Iterable[str] | None = None, download: Downloader | None = None,
     mirror: str | Path | None = None,
 ) -> dict[str, FetchRecord]:  # fmt: skip
-    """Fetch the pinned checkpoints of `roles` (default: all) into cfg.cache_dir/<role>.
+    """Fetch the pinned checkpoints of `roles` (default: every hub.models role) into
+    cfg.cache_dir/<role>, or cfg.encoder_dir/<role> for hub.encoders roles.
 
     mirror: a local folder laid out like the hub (default: cfg.mirror; None = the network).
     """
+    pins = cfg.pins()
     wanted = list(cfg.models) if roles is None else list(roles)
-    unknown = sorted(set(wanted) - set(cfg.models))
+    unknown = sorted(set(wanted) - set(pins))
     if unknown:
-        raise HubError(f"no pinned model for roles {unknown}; pinned: {sorted(cfg.models)}")
+        raise HubError(f"no pinned model for roles {unknown}; pinned: {sorted(pins)}")
     mirror = mirror if mirror is not None else cfg.mirror
-    return {
-        role: fetch_model(cfg.models[role], Path(cfg.cache_dir) / role, download, mirror, role) for role in wanted
-    }
+    return {role: fetch_model(pins[role], role_folder(cfg, role), download, mirror, role) for role in wanted}
 
 
 def copy_from_mirror(pin: ModelPin, repo_dir: Path, folder: Path) -> list[str]:
@@ -163,10 +182,17 @@ def recorded_commit(repo_dir: Path, name: str) -> str | None:
 
 
 def lock_revisions(
-    cfg: HubConfig, resolve: Resolver | None = None, mirror: str | Path | None = None, update: bool = False
-) -> dict[str, str]:
+    cfg: HubConfig, resolve: Resolver | None = None, mirror: str | Path | None = None, update: bool = False,
+    required: Iterable[str] | None = None,
+) -> dict[str, str]:  # fmt: skip
     """role -> the commit sha to pin: the pinned one, else (or with update=True, always) the
-    repository's current `main` commit, or with a mirror the commit its download records hold."""
+    repository's current `main` commit, or with a mirror the commit its download records hold.
+
+    required: roles that must be pinned (default: every hub.models role). Any other role (the
+    hub.encoders not chosen) is pinned when it can be (a mirror without its folder, or a repository
+    the hub refuses, leaves it out), so that one `hub lock` pins every encoder an offline mirror or
+    the hub has, for a later `-S lvlm.encoder=...`."""
+    needed = set(cfg.models) if required is None else set(required)
     mirror = mirror if mirror is not None else cfg.mirror
     if resolve is None and mirror is None:
         from huggingface_hub import HfApi
@@ -177,14 +203,20 @@ def lock_revisions(
             return str(api.model_info(repo_id, revision=branch).sha)
 
     shas = {}
-    for role, pin in cfg.models.items():
+    for role, pin in cfg.pins().items():
         if pin.revision is not None and not update:
             shas[role] = pin.revision
         elif mirror is not None:
+            if role not in needed and not (Path(mirror) / pin.repo_id).is_dir():
+                continue
             shas[role] = mirror_commit(pin, Path(mirror) / pin.repo_id)
         else:
             assert resolve is not None
-            shas[role] = resolve(pin.repo_id, "main")
+            try:
+                shas[role] = resolve(pin.repo_id, "main")
+            except Exception:  # noqa: BLE001 - a gated or absent repository only matters when it is used
+                if role in needed:
+                    raise
     return shas
 
 
@@ -219,10 +251,16 @@ def missing_model_files(cfg: SpatialBoostConfig) -> list[str]:
                    ("extract.labeler.pretrained", lab.pretrained, ())]  # fmt: skip
         if lab.model_name.startswith("local-dir:"):  # open_clip reads the architecture and the weights from the folder
             wanted.append(("extract.labeler.model_name", lab.model_name.removeprefix("local-dir:"), ("open_clip_config.json", "*.safetensors")))
-    cache = Path(cfg.hub.cache_dir).resolve()
+    choice = cfg.lvlm.chosen()
+    if choice is not None:
+        wanted.append(("lvlm.language_model", cfg.lvlm.language_model, ("config.json",)))
+        marker = "open_clip_config.json" if choice.family == "open_clip" else "config.json"
+        wanted.append((f"lvlm.encoders.{cfg.lvlm.encoder}.path", choice.path, (marker,)))
+    roots = [Path(d).resolve() for d in (cfg.hub.cache_dir, cfg.hub.encoder_dir)]
     problems = []
     for key, path, files in wanted:
-        if path is None or not Path(path).resolve().is_relative_to(cache):
+        cache = next((d for d in roots if path is not None and Path(path).resolve().is_relative_to(d)), None)
+        if path is None or cache is None:
             continue  # not the hub's: another stage makes it (e.g. the demo's bootstrap/vlm)
         for needed in [Path(path) / name for name in files] or [Path(path)]:
             if any(p.is_file() for p in needed.parent.glob(needed.name)):
@@ -240,20 +278,23 @@ def run_hub_stage(cfg: SpatialBoostConfig, download: Downloader | None = None, m
 
     The demo pins nothing: the summary alone is written, so the stage is a stable no-op.
     """
-    problem = preflight(cfg.hub, mirror)
+    roles = active_roles(cfg)
+    problem = preflight(cfg.hub, mirror, roles)
     if problem:
         raise HubError(problem)
-    records = fetch_models(cfg.hub, download=download, mirror=mirror)
+    records = fetch_models(cfg.hub, roles=roles, download=download, mirror=mirror)
     problems = missing_model_files(cfg) if records else []
     if problems:
         raise HubError("; ".join(problems))
-    summary = {
-        "schema_version": 1,
-        "models": {role: {"repo_id": cfg.hub.models[role].repo_id, "revision": cfg.hub.models[role].revision,
-                          "files": list(r.files)} for role, r in records.items()},
-    }  # fmt: skip
-    Path(cfg.hub.cache_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(cfg.hub.cache_dir) / SUMMARY_FILE, summary)
+    pins = cfg.hub.pins()
+
+    def summary(group: dict[str, ModelPin]) -> dict[str, Any]:
+        return {"schema_version": 1, "models": {role: {"repo_id": pins[role].repo_id, "revision": pins[role].revision,
+                                                       "files": list(r.files)} for role, r in records.items() if role in group}}  # fmt: skip
+
+    for folder, group in ((cfg.hub.cache_dir, cfg.hub.models), (cfg.hub.encoder_dir, cfg.hub.encoders)):
+        Path(folder).mkdir(parents=True, exist_ok=True)  # both are outputs of the stage, in every profile
+        write_json_atomic(Path(folder) / SUMMARY_FILE, summary(group))
     return {
         "roles": len(records),
         "fetched": sorted(role for role, r in records.items() if r.fetched),

@@ -12,7 +12,7 @@ training moves Attn+ and the gates only.
 
 "Attn" is the whole attention module of a block as its library defines it: the q/k/v
 projections, the attention itself and the output projection (open_clip's nn.MultiheadAttention,
-transformers' Dinov2Attention / CLIPAttention / SiglipAttention). Its output is what the block
+transformers' Dinov2Attention / CLIPAttention / SiglipAttention / DINOv3ViTAttention). Its output is what the block
 adds to its residual stream, so the gate mixes residual-stream channels. On a ViT-L/14 this adds
 about a third of the encoder's parameters (see `test_parameter_growth_vit_large`).
 
@@ -38,6 +38,7 @@ ATTENTION_NAMES: dict[str, str] = {
     "dinov2": "attention",  # Dinov2Layer.attention: Dinov2Attention(hidden_states, ...) -> (out, weights)
     "clip": "self_attn",  # CLIPEncoderLayer.self_attn: CLIPAttention(hidden_states, ...) -> (out, weights)
     "siglip": "self_attn",  # SiglipEncoderLayer.self_attn: SiglipAttention(hidden_states, ...) -> (out, weights)
+    "dinov3": "attention",  # DINOv3ViTLayer.attention: DINOv3ViTAttention(hidden_states, position_embeddings=...) -> (out, weights)
 }
 
 

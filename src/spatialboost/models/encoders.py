@@ -16,7 +16,9 @@ Families (explicit mapping in `ENCODER_FAMILIES`):
     open_clip  open_clip `VisionTransformer` (the `.visual` of a CLIP)
     dinov2     transformers `Dinov2Model`
     clip       transformers `CLIPVisionModel`
-    siglip     transformers `SiglipVisionModel` (no CLS token: every token is a patch)
+    siglip     transformers `SiglipVisionModel` (no CLS token: every token is a patch); SigLIP 2's
+               fixed-resolution checkpoints (google/siglip2-so400m-patch14-384) are SigLIP models too
+    dinov3     transformers `DINOv3ViTModel` (CLS + register tokens before the patches, RoPE)
 
 Construction is local only: `from_pretrained(folder)` for transformers checkpoints, an open_clip
 architecture name + checkpoint file (or a `local-dir:` folder) for open_clip, `from_config(...)`
@@ -37,6 +39,8 @@ from transformers import (
     CLIPVisionModel,
     Dinov2Config,
     Dinov2Model,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
     PretrainedConfig,
     PreTrainedModel,
     SiglipVisionConfig,
@@ -73,7 +77,7 @@ class VisionEncoder(nn.Module):
     """
 
     family: ClassVar[str]
-    num_prefix_tokens: ClassVar[int] = 1  # CLS tokens before the patch tokens
+    num_prefix_tokens: int = 1  # tokens before the patches (CLS, registers); a property where the config says
     blocks_path: ClassVar[str]  # dotted path of the ModuleList of transformer blocks inside `model`
 
     def __init__(
@@ -241,6 +245,23 @@ class SiglipVisionEncoder(_HFEncoder):
     default_mode = "squash"
 
 
+class DINOv3Encoder(_HFEncoder):
+    """DINOv3: CLS, then `num_register_tokens` registers, then the patches; its processor squashes
+    to 224 x 224 (bilinear). Registers are neither patches nor the CLS token: dropped."""
+
+    family = "dinov3"
+    blocks_path = "model.layer"
+    model_class = DINOv3ViTModel
+    config_class = DINOv3ViTConfig
+    final_norm_name = "norm"
+    default_mean, default_std = IMAGENET_MEAN, IMAGENET_STD
+    default_mode = "squash"
+
+    @property
+    def num_prefix_tokens(self) -> int:  # type: ignore[override]
+        return 1 + int(self.model.config.num_register_tokens)
+
+
 # --- open_clip ------------------------------------------------------------------------------------
 
 
@@ -325,10 +346,13 @@ ENCODER_FAMILIES: dict[str, type[VisionEncoder]] = {
     "dinov2": Dinov2Encoder,
     "clip": CLIPVisionEncoder,
     "siglip": SiglipVisionEncoder,
+    "dinov3": DINOv3Encoder,
 }
 
 # transformers `model_type` of a vision config -> our family (LLaVA towers, exported configs)
-HF_MODEL_TYPES: dict[str, str] = {"dinov2": "dinov2", "clip_vision_model": "clip", "siglip_vision_model": "siglip"}
+HF_MODEL_TYPES: dict[str, str] = {
+    "dinov2": "dinov2", "clip_vision_model": "clip", "siglip_vision_model": "siglip", "dinov3_vit": "dinov3",
+}  # fmt: skip
 
 
 def encoder_class(family: str) -> type[VisionEncoder]:

@@ -109,6 +109,38 @@ def build_sft_example(
     return ids, labels
 
 
+PLAIN_SEPARATOR = "\n"  # LLaVA's conv_llava_plain: sep "\n", no system prompt, no roles
+
+
+def build_plain_example(
+    messages: Sequence[Message],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int | None = None,
+    add_image: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaVA's "plain" format of its feature-alignment stage (--version plain): the question is
+    dropped, the text is `<s><image>CAPTION\n`, and only the caption and its "\n" are trained
+    (haotian-liu/LLaVA llava/train/train.py `preprocess_plain`). The caption is the first
+    assistant message. (input_ids (T,), labels (T,)) int64, like `build_sft_example`."""
+    if not add_image:
+        raise ValueError("the plain (alignment) format needs an image record")
+    _, turns = _split_system(messages)
+    answers = [m["content"] for m in turns if m["role"] == "assistant"]
+    if not answers:
+        raise ValueError("the conversation has no assistant message to train on")
+    prefix = f"{tokenizer.bos_token}{IMAGE_TOKEN}"
+    text = f"{prefix}{answers[0]}{PLAIN_SEPARATOR}"
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    labels = ids.clone()
+    for i, (start, _) in enumerate(enc["offset_mapping"]):
+        if start < len(prefix):
+            labels[i] = IGNORE_INDEX
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return ids, labels
+
+
 def build_generation_prompt(
     messages: Sequence[Message], tokenizer: PreTrainedTokenizerBase, add_image: bool = True
 ) -> torch.Tensor:

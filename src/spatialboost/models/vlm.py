@@ -250,12 +250,20 @@ class SpatialVLM(nn.Module):
             source.linear_1.in_features, source.linear_1.out_features, bias=source.linear_1.bias is not None
         ).to(dtype)
         projector.load_state_dict(source.state_dict())
-        with torch.device("meta"):  # an empty shell; its decoder and head are LLaVA's own modules
-            lm = AutoModelForCausalLM.from_config(config.text_config)
-        setattr(lm, lm.base_model_prefix, llava.model.language_model)
-        lm.set_output_embeddings(llava.lm_head)
-        lm.generation_config = llava.generation_config
-        left_on_meta = [n for n, t in [*lm.named_parameters(), *lm.named_buffers()] if t.is_meta]
-        if left_on_meta:
-            raise RuntimeError(f"LLaVA language model mapping left tensors unset: {left_on_meta[:5]}")
-        return cls(encoder, lm.eval(), config.image_token_id, projector, include_cls=strategy == "full").eval()
+        lm = llava_language_model(llava)
+        return cls(encoder, lm, config.image_token_id, projector, include_cls=strategy == "full").eval()
+
+
+def llava_language_model(llava: PreTrainedModel) -> PreTrainedModel:
+    """The causal LM (decoder + lm_head) inside a loaded `LlavaForConditionalGeneration`, as a
+    model of its own (e.g. LlamaForCausalLM for LLaVA-1.5's Vicuna). The modules are moved, not
+    copied: a 7B model is in memory once."""
+    with torch.device("meta"):  # an empty shell; its decoder and head are LLaVA's own modules
+        lm = AutoModelForCausalLM.from_config(llava.config.text_config)
+    setattr(lm, lm.base_model_prefix, llava.model.language_model)
+    lm.set_output_embeddings(llava.lm_head)
+    lm.generation_config = llava.generation_config
+    left_on_meta = [n for n, t in [*lm.named_parameters(), *lm.named_buffers()] if t.is_meta]
+    if left_on_meta:
+        raise RuntimeError(f"LLaVA language model mapping left tensors unset: {left_on_meta[:5]}")
+    return lm.eval()

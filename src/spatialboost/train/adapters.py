@@ -33,6 +33,7 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "dinov2": ("q_proj", "k_proj", "v_proj", "o_proj"),  # Dinov2Attention (transformers 5)
     "clip": ("q_proj", "k_proj", "v_proj", "out_proj"),
     "siglip": ("q_proj", "k_proj", "v_proj", "out_proj"),
+    "dinov3": ("q_proj", "k_proj", "v_proj", "o_proj"),  # DINOv3ViTAttention
     "open_clip": ("attn",),  # nn.MultiheadAttention (peft's LoRA wraps it as a whole)
 }
 """Per encoder family: the attention projections LoRA adapts by default."""

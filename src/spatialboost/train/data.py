@@ -52,6 +52,10 @@ ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user"
 ImageLoader = Callable[[str], np.ndarray]
 """An image reference (a record's "image") -> (H, W, 3) uint8 RGB."""
 
+ExampleBuilder = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+"""(messages, tokenizer, max_length, add_image=...) -> (input_ids, labels): `build_sft_example` (the
+chat format) or `build_plain_example` (LLaVA's alignment format)."""
+
 
 def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     """LLaVA records from a .json list, a .jsonl, a .parquet, or a folder of them (parquet
@@ -228,6 +232,7 @@ class ConversationDataset(Dataset):
     image_loader: how to read a record's "image"; default: `ImageFetcher(image_root)` (local
     files, and s3:// through boto3's default credentials and endpoint).
     cache_images: keep each preprocessed image in memory after its first use (small datasets).
+    build_example: how a conversation becomes (input_ids, labels); default the LLaVA-1.5 chat format.
     """
 
     def __init__(
@@ -239,8 +244,10 @@ class ConversationDataset(Dataset):
         max_length: int | None = None,
         image_loader: ImageLoader | None = None,
         cache_images: bool = False,
+        build_example: ExampleBuilder = build_sft_example,
     ) -> None:
         self.records = list(records)
+        self.build_example = build_example
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.max_length = max_length
@@ -277,7 +284,7 @@ class ConversationDataset(Dataset):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """build_sft_example, with the record named in its errors (an empty conversation says so)."""
         try:
-            return build_sft_example(messages, self.tokenizer, self.max_length, add_image=has_image)
+            return self.build_example(messages, self.tokenizer, self.max_length, add_image=has_image)
         except ValueError as err:
             raise ValueError(f"record {record.get('id')!r}: {err}") from err
 

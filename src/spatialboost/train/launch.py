@@ -21,11 +21,13 @@ from typing import Any
 from spatialboost.config import SpatialBoostConfig
 
 
-def torchrun_command(params: str | Path, overrides: list[str], nproc: int, result: str | Path) -> list[str]:
-    """The torchrun command line of the train stage (this interpreter's torch.distributed.run)."""
+def torchrun_command(params: str | Path, overrides: list[str], nproc: int, result: str | Path, stage: str = "boost") -> list[str]:
+    """The torchrun command line of a training stage (boost, or LLaVA's align / instruct) through
+    this interpreter's torch.distributed.run."""
     sets = [arg for item in overrides for arg in ("-S", item)]
+    which = [] if stage == "boost" else ["--stage", stage]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "spatialboost.train", "--params", str(params), *sets, "--result", str(result)]  # fmt: skip
+            "-m", "spatialboost.train", *which, "--params", str(params), *sets, "--result", str(result)]  # fmt: skip
 
 
 def check_devices(cfg: SpatialBoostConfig) -> None:
@@ -42,14 +44,16 @@ def check_devices(cfg: SpatialBoostConfig) -> None:
 
 
 def launch_train_processes(
-    params: str | Path, overrides: list[str], cfg: SpatialBoostConfig, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Run the train stage under torchrun with cfg.orchestration.train_nproc_per_node processes;
-    returns rank 0's metrics (`train_metrics`). Its output streams to this process's stdout."""
+    params: str | Path, overrides: list[str], cfg: SpatialBoostConfig, env: dict[str, str] | None = None,
+    stage: str = "boost",
+) -> dict[str, Any]:  # fmt: skip
+    """Run a training stage (boost; align or instruct) under torchrun with
+    cfg.orchestration.train_nproc_per_node processes; returns rank 0's metrics. Its output streams
+    to this process's stdout."""
     check_devices(cfg)
     with tempfile.TemporaryDirectory(prefix="spatialboost-train-") as tmp:
         result = Path(tmp) / "result.json"
-        command = torchrun_command(params, overrides, cfg.orchestration.train_nproc_per_node, result)
+        command = torchrun_command(params, overrides, cfg.orchestration.train_nproc_per_node, result, stage)
         done = subprocess.run(command, env={**os.environ, **(env or {})}, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"torchrun exited with {done.returncode} (the processes' output is above): {' '.join(command)}")

@@ -24,6 +24,7 @@ from spatialboost.config import SpatialBoostConfig, TrainConfig
 from spatialboost.data.records import ImageLimits
 from spatialboost.evaluate.features import patch_grid
 from spatialboost.models.export import export_encoder
+from spatialboost.models.lvlm import resolve_lvlm_folder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads
@@ -35,8 +36,9 @@ from spatialboost.train.loop import MetricsLogger, TrainResult, fit, resolve_pre
 
 
 def load_initial_model(folder: str | Path, dtype: torch.dtype = torch.float32) -> tuple[SpatialVLM, PreTrainedTokenizerBase]:
-    """(vlm, tokenizer) from a SpatialVLM folder or a LLaVA checkpoint folder."""
-    folder = Path(folder)
+    """(vlm, tokenizer) from a SpatialVLM folder or a LLaVA checkpoint folder, or the folder an
+    instruct stage's lvlm.json points at (models/lvlm.py)."""
+    folder = resolve_lvlm_folder(folder)
     if (folder / "vlm.json").is_file():
         return SpatialVLM.load(folder, dtype=dtype), load_tokenizer(folder / "language_model")
     if (folder / "config.json").is_file():

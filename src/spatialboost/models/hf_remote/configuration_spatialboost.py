@@ -1,12 +1,12 @@
 """Config of a SpatialBoost-boosted vision encoder (transformers remote code, shipped with the weights).
 
 `arch_config` is the base encoder's own architecture config: a transformers vision config dict
-(Dinov2Config, CLIPVisionConfig, SiglipVisionConfig) or an open_clip model config dict.
+(Dinov2Config, CLIPVisionConfig, SiglipVisionConfig, DINOv3ViTConfig) or an open_clip model config dict.
 """
 
 from transformers import PretrainedConfig
 
-FAMILIES = ("dinov2", "clip", "siglip", "open_clip")
+FAMILIES = ("dinov2", "clip", "siglip", "dinov3", "open_clip")
 
 
 class SpatialBoostVisionConfig(PretrainedConfig):

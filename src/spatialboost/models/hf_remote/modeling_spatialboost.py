@@ -37,6 +37,7 @@ LAYOUT: dict[str, tuple[str, str, str]] = {
     "dinov2": ("encoder.layer", "attention", "layernorm"),
     "clip": ("encoder.layers", "self_attn", "post_layernorm"),
     "siglip": ("encoder.layers", "self_attn", "post_layernorm"),
+    "dinov3": ("model.layer", "attention", "norm"),
     "open_clip": ("transformer.resblocks", "attn", "ln_post"),
 }
 
@@ -87,6 +88,7 @@ def build_backbone(family: str, arch_config: dict) -> nn.Module:
         "dinov2": ("Dinov2Config", "Dinov2Model"),
         "clip": ("CLIPVisionConfig", "CLIPVisionModel"),
         "siglip": ("SiglipVisionConfig", "SiglipVisionModel"),
+        "dinov3": ("DINOv3ViTConfig", "DINOv3ViTModel"),
     }[family]
     config = getattr(transformers, config_class).from_dict(arch_config)
     return getattr(transformers, model_class)(config)
@@ -119,7 +121,11 @@ class SpatialBoostVisionModel(PreTrainedModel):
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 0 if self.config.family == "siglip" else 1
+        if self.config.family == "siglip":
+            return 0
+        if self.config.family == "dinov3":  # CLS, then the register tokens
+            return 1 + int(self.config.arch_config.get("num_register_tokens", 0))
+        return 1
 
     def _init_weights(self, module: nn.Module) -> None:
         # Every weight, the gates included, comes from the checkpoint; a fresh model starts with
