@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["hub", "world", "manifest", "extract", "synthesize", "bootstrap", "train", "evaluate", "register"]
+STAGES = ["hub", "world", "manifest", "extract", "synthesize", "bootstrap", "align", "instruct", "train", "evaluate", "register"]
 LEVELS = {"pixel", "object", "scene"}
 BENCHMARKS = ["nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt"]
 CAMERA = GroundCamera()
@@ -170,7 +170,8 @@ def test_the_params_differ_from_the_paper_profile_only_in_device_paths_and_sizes
     cfg = paper_run.cfg
     assert all(pin.revision == COMMIT for pin in cfg.hub.models.values())  # `hub lock` pinned the profile itself
     assert cfg.extract.backend == "models" and cfg.data.source == "s3" and cfg.registry.enabled
-    assert cfg.extract.labeler.model_name == "local-dir:models/hub/labeler" and cfg.train.init == "models/hub/lvlm"
+    assert cfg.extract.labeler.model_name == "local-dir:models/hub/labeler" and cfg.train.init == "models/lvlm/instruct"
+    assert cfg.lvlm.encoder == "llava"  # LLaVA-1.5 itself: released, align and instruct point at its weights
 
 
 def test_every_stage_ran_under_dvc_repro(paper_run: PaperRun) -> None:
@@ -180,6 +181,7 @@ def test_every_stage_ran_under_dvc_repro(paper_run: PaperRun) -> None:
     metrics = {stage: json.loads((repo / "metrics" / f"{stage}.json").read_text()) for stage in STAGES}
     assert metrics["hub"]["source"] == "mirror" and metrics["hub"]["roles"] == 4
     assert metrics["bootstrap"]["skipped"] is True  # LLaVA-1.5 comes from the hub
+    assert metrics["align"]["skipped"] is True and metrics["instruct"]["skipped"] is True  # released weights
     assert metrics["manifest"]["n_ok"] == N_IMAGES and metrics["manifest"]["n_quarantined"] == 0
     extract, synthesize = metrics["extract"], metrics["synthesize"]
     assert extract["n_records"] == N_IMAGES and extract["n_quarantined"] == 0
@@ -221,7 +223,7 @@ def test_the_registered_encoder_loads_in_a_new_process_with_the_trained_features
 
     repo, cfg = paper_run.repo, paper_run.cfg
     record = json.loads((repo / "metrics" / "register.json").read_text())
-    name = f"{cfg.tracking.registry_prefix}{cfg.registry.encoder_name}"
+    name = f"{cfg.tracking.registry_prefix}{cfg.registered_encoder_name()}"
     assert record["model"] == name == "spatialboost-clip-vit-l-14-336-llava-1.5" and record["version"] == 1
     assert record["champion"] is True  # the first version with the champion metric
     images = np.stack([np.asarray(Image.open(io.BytesIO(data))) for data in list(paper_run.jpegs.values())[:2]])

@@ -93,7 +93,7 @@ def test_training_gives_the_same_bytes_in_fresh_processes_and_after_a_resume(tra
         run(command, hash_seed)
         hashes.append(tree_hashes(out))
     names = set(hashes[0])
-    assert {"out/encoder/encoder.safetensors", "out/vlm/projector.safetensors", "out/boost_result.json",
+    assert {"out/encoder/model.safetensors", "out/vlm/projector.safetensors", "out/boost_result.json",
             "out/checkpoints/step-000004/trainable.safetensors"} <= names  # fmt: skip
     assert hashes[0] == hashes[1], sorted(k for k in names if hashes[0][k] != hashes[1].get(k))
 

@@ -164,15 +164,15 @@ def train_metrics(cfg: SpatialBoostConfig, result: TrainResult) -> dict:
 
 
 def run_summary(run: TrainConfig) -> dict:
-    """seed, objective, output, steps, losses and wall time of one finished run (its result file)."""
+    """seed, objective, output, steps and losses of one finished run (its result file, which
+    keeps no timings: checkpoint.RUN_LOG_KEYS)."""
     name = "boost_depth" if run.objective == "depth" else run.stage
     path = Path(run.output) / f"{name}_result.json"
     summary = {"seed": run.seed, "objective": run.objective, "output": run.output}
     if path.is_file():
         done = json.loads(path.read_text())
         history = done.get("history") or [{}]
-        summary |= {"steps": done["steps"], "first_loss": history[0].get("loss"), "final_loss": done["final_loss"],
-                    "wall_s": round(done["wall_s"], 1)}  # fmt: skip
+        summary |= {"steps": done["steps"], "first_loss": history[0].get("loss"), "final_loss": done["final_loss"]}
     return summary
 
 
