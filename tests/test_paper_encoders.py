@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.checkout import copy_checkout
 from tests.tiny_hub import save_paper_mirror
 from tests.tiny_lvlm_hub import save_encoder_repos, write_llava_data
 
@@ -77,9 +77,7 @@ def repo(prefect_server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
     tmp = tmp_path_factory.mktemp("paper-encoders")
     path = tmp / "repo"
     path.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", path / "dvc.yaml")
-    for folder in ("flows", "tasks", "configs", "src/spatialboost"):
-        shutil.copytree(ROOT / folder, path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_checkout(path)
     (path / ".gitignore").write_text("__pycache__/\n/data/llava\n/mlflow.db\n/mlartifacts\n/.prefect\n")
     mirror = save_encoder_repos(save_paper_mirror(tmp / "mirror", COMMIT), COMMIT, roles=("dinov2",))
     write_llava_data(path / "data" / "llava")  # where configs/paper.yaml's lvlm.align/instruct look for it

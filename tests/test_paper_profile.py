@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import yaml
 
 from spatialboost.config import SpatialBoostConfig, load_config
 from spatialboost.evaluate.fixtures import write_benchmark_fixtures
+from tests.checkout import copy_checkout
 from tests.servers import free_port, stop_process, wait_http
 from tests.tiny_hub import save_paper_mirror
 from tests.tiny_scene_models import GroundCamera, scene_jpegs
@@ -94,18 +94,6 @@ def _run(cmd: list[str], repo: Path, env: dict[str, str], timeout: float = 900) 
     return done.stdout + done.stderr
 
 
-def _clone(repo: Path) -> None:
-    """What a fresh clone holds: this checkout's tracked files as they are in the work tree,
-    without the demo's results (its lock, metrics and reports) and DVC's own folder."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        if name.split("/")[0] in {".dvc", "metrics", "reports"} or name in {"dvc.lock", "params.yaml"}:
-            continue
-        if (ROOT / name).is_file():  # not deleted in the work tree
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
-
-
 @pytest.fixture(scope="module")
 def paper_run(prefect_server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PaperRun]:
     from moto.server import ThreadedMotoServer
@@ -134,7 +122,7 @@ def paper_run(prefect_server_env: dict[str, str], tmp_path_factory: pytest.TempP
                           aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
         s3.create_bucket(Bucket=BUCKET)
         repo = tmp / "repo"
-        _clone(repo)
+        copy_checkout(repo)
         mirror = save_paper_mirror(tmp / "mirror", COMMIT, camera=CAMERA)
         jpegs = scene_jpegs(CAMERA, tmp / "renders", N_IMAGES)
         for name, data in jpegs.items():
