@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
+from spatialboost.evaluate.probes import depth_map_scores
 from spatialboost.evaluate.report import (
     JSON_METRICS,
+    METRICS,
     DepthExample,
     collect_metrics,
     markdown_table,
@@ -143,3 +145,13 @@ def test_depth_figure_has_a_row_per_example(tmp_path: Path) -> None:
     assert sizes[0][0] == pytest.approx(sizes[1][0], rel=0.1) and sizes[1][1] > 2.2 * sizes[0][1]
     with pytest.raises(ValueError, match="no depth"):
         plot_depth_examples([], tmp_path / "e.png")
+
+
+def test_every_depth_metric_a_probe_writes_has_a_label_and_its_direction() -> None:
+    """absrel and RMSE fall when the encoder gets better, delta1 rises: on every pixel region."""
+    truth = np.full((4, 4), 5.0)
+    maps = depth_map_scores([truth * 1.1], {"": [truth], "objects": [truth], "near": [truth]}, (0.1, 80.0))
+    assert len(maps) == 9
+    for metric in maps:
+        assert metric in METRICS, metric
+        assert METRICS[metric][1] == metric.startswith("depth_delta1"), metric
