@@ -252,6 +252,8 @@ def test_a_released_bootstrap_installs_verified_and_refuses_another_recipe(first
     with pytest.raises(ReleaseMismatch, match=r"bootstrap\.llm\.num_layers"):
         install_release(other, release, tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
+    reversed_turns = validate_config({**cfg.model_dump(mode="json"), "synthesize": {**cfg.synthesize.model_dump(mode="json"), "order": "reversed"}})
+    assert verify_release(reversed_turns, release) == manifest  # the turn-order ablation keeps the release (spatial text is forward)
     (release / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="sha256"):
         verify_release(cfg, release)

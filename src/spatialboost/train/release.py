@@ -40,12 +40,13 @@ class ReleaseMismatch(ValueError):
 def recipe(cfg: SpatialBoostConfig) -> dict[str, Any]:
     """Everything the bootstrap's weights depend on: its own section, the world it reads (the
     train split's images and the in-memory scenes' generator), the extraction geometry and the
-    synthesis settings of its spatial-text conversations, and the seed."""
+    synthesis settings of its spatial-text conversations, and the seed. Not synthesize.order: the
+    spatial text is always in forward order, so the boost's turn-order ablation keeps the release."""
     return {
         "bootstrap": cfg.bootstrap.model_dump(mode="json", exclude={"output", "release", "enabled", "num_threads"}),
         "world": cfg.world.model_dump(mode="json", exclude={"root", "n_test", "shard_size"}),
         "extract_geometry": cfg.extract.geometry.model_dump(mode="json"),
-        "synthesize": cfg.synthesize.model_dump(mode="json", exclude={"output", "shard_size", "n_renderings"}),
+        "synthesize": cfg.synthesize.model_dump(mode="json", exclude={"output", "shard_size", "n_renderings", "order"}),
         "seed": cfg.seed,
     }
 
