@@ -18,14 +18,14 @@ model card README.md. Only safetensors and JSON: nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.io import write_bytes_atomic, write_json_atomic
+from spatialboost.io import sha256_file, write_bytes_atomic, write_json_atomic
 
 RELEASE_PARTS = ("vlm", "encoder", "tokenizer", "metrics.json")
 MANIFEST = "MANIFEST.json"
@@ -55,8 +55,14 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _replace_tree(dst: Path, fill: Callable[[Path], None]) -> None:
+    """Build dst's new contents in a sibling staging folder with `fill`, then swap it in: an
+    interrupted write leaves the old folder (or none), never a half-written one."""
+    staging = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    fill(staging)
+    shutil.rmtree(dst, ignore_errors=True)
+    staging.rename(dst)
 
 
 def write_release(cfg: SpatialBoostConfig, bootstrap_dir: str | Path, release_dir: str | Path) -> Path:
@@ -65,18 +71,17 @@ def write_release(cfg: SpatialBoostConfig, bootstrap_dir: str | Path, release_di
     missing = [part for part in RELEASE_PARTS if not (src / part).exists()]
     if missing:
         raise FileNotFoundError(f"{src} is not a finished bootstrap: no {', '.join(missing)} (run the bootstrap first)")
-    staging = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for part in RELEASE_PARTS:
-        (shutil.copytree if (src / part).is_dir() else shutil.copy2)(src / part, staging / part)
     metrics = json.loads((src / "metrics.json").read_text())
-    write_json_atomic(staging / RECIPE, {"schema_version": RELEASE_SCHEMA_VERSION, **recipe(cfg)})
-    write_bytes_atomic(staging / "README.md", model_card(cfg, metrics).encode())
-    manifest = {p.relative_to(staging).as_posix(): _digest(p) for p in _files(staging)}
-    write_json_atomic(staging / MANIFEST, manifest)
-    shutil.rmtree(dst, ignore_errors=True)
-    staging.rename(dst)
+
+    def fill(staging: Path) -> None:
+        staging.mkdir(parents=True)
+        for part in RELEASE_PARTS:
+            (shutil.copytree if (src / part).is_dir() else shutil.copy2)(src / part, staging / part)
+        write_json_atomic(staging / RECIPE, {"schema_version": RELEASE_SCHEMA_VERSION, **recipe(cfg)})
+        write_bytes_atomic(staging / "README.md", model_card(cfg, metrics).encode())
+        write_json_atomic(staging / MANIFEST, {p.relative_to(staging).as_posix(): sha256_file(p) for p in _files(staging)})
+
+    _replace_tree(dst, fill)
     return dst
 
 
@@ -91,7 +96,7 @@ def verify_release(cfg: SpatialBoostConfig, release_dir: str | Path) -> dict[str
     if listed != present:
         raise ValueError(f"{folder}: files differ from its manifest (missing {sorted(listed - present)[:3]}, "
                          f"extra {sorted(present - listed)[:3]})")  # fmt: skip
-    bad = [name for name, digest in manifest.items() if _digest(folder / name) != digest]
+    bad = [name for name, digest in manifest.items() if sha256_file(folder / name) != digest]
     if bad:
         raise ValueError(f"{folder}: {len(bad)} files do not match their sha256 in {MANIFEST}, e.g. {bad[0]}")
     made = json.loads((folder / RECIPE).read_text())
@@ -111,11 +116,7 @@ def install_release(cfg: SpatialBoostConfig, release_dir: str | Path, output: st
     bootstrap metrics it was released with, marked as installed."""
     verify_release(cfg, release_dir)
     src, dst = Path(release_dir), Path(output)
-    staging = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging)
-    shutil.rmtree(dst, ignore_errors=True)
-    staging.rename(dst)
+    _replace_tree(dst, lambda staging: shutil.copytree(src, staging))
     metrics = json.loads((dst / "metrics.json").read_text())
     return {"installed_from": str(src), **metrics}
 
