@@ -926,6 +926,59 @@ class EvaluateConfig(_Section):
 
 
 
+
+METAWORLD_TASKS = ("assembly-v3", "bin-picking-v3", "button-press-topdown-v3", "drawer-open-v3", "hammer-v3")
+"""CortexBench's five MetaWorld tasks, as metaworld v3 names them."""
+
+
+class ReleasedDemosConfig(_Section):
+    """CortexBench's released demonstrations of a domain that cannot be rolled out here (no simulator)."""
+
+    root: str = Field(..., description="folder holding <suite>-expert-v1.0/ (Adroit, DMControl) or trifinger-demos/ (TriFinger)")
+    tasks: tuple[str, ...] = Field(..., min_length=1, description="environment names, e.g. pen-v0, dmc_walker_walk-v1, reach_cube")
+    stats_json: str | None = Field(None, description="TriFinger only: the demo-stats JSON that lists train/test demos")
+    num_demos: int = Field(100, ge=2, description="demonstrations read per task (CortexBench: 100 for Adroit and DMControl)")
+
+
+class RobotConfig(_Section):
+    """Robot learning on frozen features (CortexBench behaviour cloning, evaluate/robot/): MetaWorld
+    rolled out here, CortexBench's released Adroit / DMControl / TriFinger demonstrations read when
+    configured (offline action error only: their simulators are not installed). Defaults: the
+    protocol of CortexBench's Metaworld_BC_config.yaml; the demo profile reduces it."""
+
+    output: str = Field("reports/robot", description="report folder: report.md, success.png, results.json")
+    demo_dir: str = Field("data/robot", description="cache of generated MetaWorld demonstrations (one .npz per task and setting)")
+    tasks: tuple[str, ...] = Field(METAWORLD_TASKS, min_length=1, description="MetaWorld v3 tasks rolled out")
+    demos: int = Field(25, ge=1, description="expert demonstrations per task (CortexBench: 25)")
+    demo_seed: int = Field(0, ge=0, description="seed of the demonstrations' object placements")
+    horizon: int = Field(500, ge=1, le=500, description="steps per demonstration and evaluation episode (MetaWorld's limit: 500)")
+    image_size: int = Field(256, ge=8, description="rendered frame size, pixels (CortexBench: 256; the encoder's preprocessing resizes)")
+    camera: str = Field("corner", description="MetaWorld camera (v3 has no CortexBench top_cap2; corner is the front-corner view)")
+    gl: Literal["egl", "osmesa"] = Field("egl", description="offscreen OpenGL for MuJoCo: egl (Mesa llvmpipe on CPU, or a GPU) or osmesa")
+    history: int = Field(3, ge=1, description="embeddings fused per step (FLARE)")
+    hidden_sizes: tuple[int, ...] = Field((256, 256, 256), min_length=1, description="policy MLP widths")
+    epochs: int = Field(100, ge=1, description="behaviour-cloning epochs")
+    batch_size: int = Field(256, ge=2, description="behaviour-cloning minibatch")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    eval_every: int = Field(5, ge=1, description="epochs between evaluations (the score is the best evaluation)")
+    eval_episodes: int = Field(25, ge=1, description="episodes per evaluation")
+    seeds: tuple[int, ...] = Field((100, 200, 300), min_length=1, description="behaviour-cloning seeds (policy init, minibatches, evaluation placements)")
+    floor: bool = Field(True, description="also train the blind policy (proprioception only): what the task gives without vision")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads (1: the same numbers on every machine)")
+    released: dict[Literal["adroit", "dmc", "trifinger"], ReleasedDemosConfig] = Field(
+        default_factory=dict, description="CortexBench's released demonstrations per domain (absent = not read)"
+    )
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> RobotConfig:
+        unknown = [t for t in self.tasks if not re.fullmatch(r"[a-z0-9-]+-v3", t)]
+        if unknown:
+            raise ValueError(f"tasks {unknown}: MetaWorld v3 task names look like drawer-open-v3")
+        if "trifinger" in self.released and self.released["trifinger"].stats_json is None:
+            raise ValueError("released.trifinger needs stats_json (the demo-stats JSON listing train/test demos)")
+        return self
+
+
 # --- the LVLM the boost starts from (paper profile): LLaVA-1.5, or a new encoder + its two stages ---
 
 ENCODER_FAMILY_NAMES = ("open_clip", "dinov2", "clip", "siglip", "dinov3")
@@ -1109,6 +1162,7 @@ class SpatialBoostConfig(_Section):
     lvlm: LVLMConfig = Field(default_factory=LVLMConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     ablations: AblationsConfig = Field(default_factory=AblationsConfig)
+    robot: RobotConfig = Field(default_factory=RobotConfig)
 
     @model_validator(mode="after")
     def _profile_consistent(self) -> SpatialBoostConfig:
