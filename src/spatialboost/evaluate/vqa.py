@@ -529,17 +529,8 @@ def run_vqa_batched(
     answer_batch: BatchAnswerFn, items: Iterable[VQAItem], batch_size: int = 8, mark_regions: str | bool = "auto"
 ) -> VQAResult:
     """`run_vqa` asking `batch_size` items per call of `answer_batch(images, questions)`."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     items = list(items)
-    predictions: list[str] = []
-    for start in range(0, len(items), batch_size):
-        batch = items[start : start + batch_size]
-        images = [_shown_image(item, mark_regions) for item in batch]
-        answers = answer_batch(images, [item.question for item in batch])
-        if len(answers) != len(batch):
-            raise ValueError(f"the answerer returned {len(answers)} answers for {len(batch)} questions")
-        predictions.extend(answers)
+    predictions = ask_batched(answer_batch, items, batch_size, lambda item: _shown_image(item, mark_regions))
     scores, records = [], []
     for item, prediction in zip(items, predictions, strict=True):
         score = score_item(item, prediction)
@@ -550,6 +541,23 @@ def run_vqa_batched(
             "correct": score.correct, "parsed": score.parsed, "rel_error": score.rel_error,
         })  # fmt: skip
     return VQAResult(vqa_metrics(items, scores), tuple(records))
+
+
+def ask_batched(
+    answer_batch: BatchAnswerFn, items: Sequence[Any], batch_size: int, image_of: Callable[[Any], np.ndarray]
+) -> list[str]:
+    """Every item's answer, in order: `batch_size` (image_of(item), item.question) pairs per call of
+    `answer_batch` (the one generation path of every VQA benchmark, spatial and general)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    predictions: list[str] = []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        answers = answer_batch([image_of(item) for item in batch], [item.question for item in batch])
+        if len(answers) != len(batch):
+            raise ValueError(f"the answerer returned {len(answers)} answers for {len(batch)} questions")
+        predictions.extend(answers)
+    return predictions
 
 
 def _shown_image(item: VQAItem, mark_regions: str | bool) -> np.ndarray:
