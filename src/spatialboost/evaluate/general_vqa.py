@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import io
 import json
 import re
 import sys
@@ -63,9 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from spatialboost.evaluate.vqa import BatchAnswerFn, ask_batched, bootstrap_summary
+from spatialboost.evaluate.vqa import BatchAnswerFn, ask_batched, bootstrap_summary, decode_item_image
 
 VQAV2, GQA, MMBENCH, MME = "vqav2", "gqa", "mmbench", "mme"
 GENERAL_VQA = (VQAV2, GQA, MMBENCH, MME)
@@ -115,11 +113,7 @@ class GeneralVQAItem:
 
     def image(self) -> np.ndarray:
         """(H, W, 3) uint8."""
-        source = io.BytesIO(self.image_bytes) if self.image_bytes is not None else self.image_path
-        if source is None:
-            raise ValueError(f"item {self.id} has no image")
-        with Image.open(source) as img:
-            return np.array(img.convert("RGB"), dtype=np.uint8)
+        return decode_item_image(self.id, self.image_bytes, self.image_path)
 
 
 # --- VQAv2: the official accuracy -------------------------------------------------------------------

@@ -61,6 +61,15 @@ AnswerFn = Callable[[np.ndarray, str], str]
 """(image (H, W, 3) uint8, question) -> free-text answer."""
 
 
+def decode_item_image(item_id: str, image_bytes: bytes | None, image_path: str | None) -> np.ndarray:
+    """A benchmark item's image, from its embedded bytes or its file: (H, W, 3) uint8 RGB."""
+    source = io.BytesIO(image_bytes) if image_bytes is not None else image_path
+    if source is None:
+        raise ValueError(f"item {item_id} has no image")
+    with Image.open(source) as img:
+        return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
 @dataclass(frozen=True)
 class VQAItem:
     """One benchmark question; the image is decoded on demand (`image()`)."""
@@ -77,11 +86,7 @@ class VQAItem:
 
     def image(self) -> np.ndarray:
         """(H, W, 3) uint8."""
-        source = io.BytesIO(self.image_bytes) if self.image_bytes is not None else self.image_path
-        if source is None:
-            raise ValueError(f"item {self.id} has no image")
-        with Image.open(source) as img:
-            return np.array(img.convert("RGB"), dtype=np.uint8)
+        return decode_item_image(self.id, self.image_bytes, self.image_path)
 
 
 # --- answer parsing ------------------------------------------------------------------------------
