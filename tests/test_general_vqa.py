@@ -268,3 +268,42 @@ def test_mmbench_images_are_the_tsv_base64(tmp_path: Path) -> None:
         first = next(csv.DictReader(f, delimiter="\t"))
     items, _ = read_mmbench(path)
     assert items[0].image_bytes == base64.b64decode(first["image"])
+
+
+# --- wiring: layout errors and group-preserving caps --------------------------------------------------------
+
+
+def _spec(name: str, **fields):
+    from spatialboost.config import load_config
+
+    return getattr(load_config("configs/paper.yaml", [f"evaluate.benchmarks.{name}={json.dumps(fields)}"]).evaluate.benchmarks, name)
+
+
+def test_missing_files_and_images_are_one_line_naming_the_key(tmp_path: Path) -> None:
+    from spatialboost.evaluate.benchmarks import BenchmarkLayoutError, read_general_vqa_benchmark
+
+    root = write_vqav2(tmp_path / "VQAv2", np.random.default_rng(0))
+    with pytest.raises(BenchmarkLayoutError, match=r"^evaluate\.benchmarks\.vqav2: 2 of 2 images not found, e\.g\. .*"
+                                                   r"COCO_val2014_000000000042\.jpg \(set evaluate\.benchmarks\.vqav2\.image_root\?\)$"):  # fmt: skip
+        read_general_vqa_benchmark("vqav2", _spec("vqav2", path=str(root), image_root=str(tmp_path / "nowhere")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchmarkLayoutError, match=r"^evaluate\.benchmarks\.gqa\.path: .* not in the released layout: "
+                                                   r".*testdev_balanced_questions\.json not found$"):  # fmt: skip
+        read_general_vqa_benchmark("gqa", _spec("gqa", path=str(tmp_path / "empty")))
+    with pytest.raises(BenchmarkLayoutError, match=r"evaluate\.benchmarks\.mme\.path: no mme items"):
+        read_general_vqa_benchmark("mme", _spec("mme", path=str(tmp_path / "empty")))
+
+
+def test_caps_keep_circular_copies_and_image_pairs_whole(tmp_path: Path) -> None:
+    from spatialboost.evaluate.benchmarks import _resolve_general
+
+    rng = np.random.default_rng(0)
+    mmbench = write_mmbench(tmp_path / "MMBench" / "mmbench_dev_20230712.tsv", rng)
+    items, info = _resolve_general("mmbench", _spec("mmbench", path=str(mmbench), max_items=1), seed=0)
+    assert len({i.group for i in items}) == 1 and len(items) in (2, 4)  # one question, all its copies
+    assert info["n_test"] == 1 and info["available_test"] == 2 and info["full_protocol"] is False
+    assert info["protocol"] == "mmbench-circular/mmbench_dev_20230712"
+    mme = write_mme(tmp_path / "MME", rng)
+    items, info = _resolve_general("mme", _spec("mme", path=str(mme), max_items=3), seed=0)
+    assert len(items) == 6 and all(sum(i.group == j.group for j in items) == 2 for i in items)
+    assert (info["n_test"], info["available_test"], info["unit"]) == (3, 6, "images")

@@ -476,7 +476,13 @@ def bootstrap_summary(flags: Sequence[bool | float], n_boot: int = 1000, seed: i
     if values.size == 0:
         return {"mean": float("nan"), "std": float("nan")}
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
+    # resamples drawn in chunks of about 4M indices (VQAv2 val: 214K items x 1000 would be 1.7 GB);
+    # the generator's stream is the same as one (n_boot, n) draw, so are the numbers
+    rows = max(1, min(n_boot, 4_000_000 // values.size))
+    means = np.concatenate([
+        values[rng.integers(0, values.size, size=(min(rows, n_boot - start), values.size))].mean(axis=1)
+        for start in range(0, n_boot, rows)
+    ])  # fmt: skip
     return {"mean": float(values.mean()), "std": float(means.std(ddof=1))}
 
 
