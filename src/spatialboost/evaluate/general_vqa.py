@@ -485,6 +485,7 @@ def read_mmbench(path: str | Path) -> tuple[list[GeneralVQAItem], bool]:
         raise KeyError(f"{path.name} lacks MMBench columns (index, question, A, B, answer, image)")
     images = {row["index"]: row["image"] for row in rows}
     from_file = any(int(row["index"]) >= CIRCULAR_OFFSET for row in rows)
+    decoded: dict[str, bytes] = {}  # one copy of each image's bytes, shared by the question's copies
     items = []
     for row in rows:
         if _missing(row.get("answer")):
@@ -492,9 +493,10 @@ def read_mmbench(path: str | Path) -> tuple[list[GeneralVQAItem], bool]:
         options = tuple(
             (letter, str(row[letter]).strip()) for letter in "ABCDEFGHI" if letter in row and not _missing(row[letter])
         )
-        image = images[row["index"]]
-        if len(image) <= 64:  # VLMEvalKit's files: a copy names the row that holds its image
-            image = images[image]
+        # in VLMEvalKit's files a copy's image field may be the index of the row that holds the image
+        holder = row["index"] if len(images[row["index"]]) > 64 else images[row["index"]]
+        if holder not in decoded:
+            decoded[holder] = base64.b64decode(images[holder])
         index = int(row["index"])
         copies = [(index, options, row["answer"].strip())]
         if not from_file:
@@ -502,7 +504,7 @@ def read_mmbench(path: str | Path) -> tuple[list[GeneralVQAItem], bool]:
         for copy_index, shown, answer in copies:
             items.append(GeneralVQAItem(
                 str(copy_index), MMBENCH, _mmbench_prompt(row, shown), (answer,), str(index % CIRCULAR_OFFSET),
-                str(row.get("category") or ""), shown, image_bytes=base64.b64decode(image),
+                str(row.get("category") or ""), shown, image_bytes=decoded[holder],
             ))  # fmt: skip
     return items, from_file
 
