@@ -136,7 +136,7 @@ def test_caps_are_seeded_and_recorded_so_a_capped_run_is_never_the_full_protocol
 
 def test_benchmark_config_validates_with_clear_messages() -> None:
     cfg = _paper([])  # the paper profile: world.n_train 0, every benchmark configured
-    assert cfg.world.n_train == 0 and len(cfg.evaluate.benchmarks.configured()) == 8
+    assert cfg.world.n_train == 0 and len(cfg.evaluate.benchmarks.configured()) == 12
     assert cfg.tracking.champion_metric == "boosted.blink.relative_depth_acc.mean"
     with pytest.raises(
         ConfigError, match=r"evaluate\.benchmarks\.nyu\.max_trian: unknown key \(allowed here: max_test_images"
@@ -144,6 +144,9 @@ def test_benchmark_config_validates_with_clear_messages() -> None:
         _paper(["evaluate.benchmarks.nyu={path: x, max_trian: 3}"])
     with pytest.raises(ConfigError, match=r"blink\.image_root: BLINK embeds its images"):
         _paper(["evaluate.benchmarks.blink={path: x, image_root: y}"])
+    with pytest.raises(ConfigError, match=r"mme\.image_root: MME keeps its images in its own folders"):
+        _paper(["evaluate.benchmarks.mme={path: x, image_root: y}"])
+    assert _paper(["evaluate.benchmarks.vqav2={path: x, image_root: coco/val2014}"]).evaluate.benchmarks.vqav2.image_root
     with pytest.raises(ConfigError, match=r"evaluate\.benchmarks\.voc\.max_train_images"):
         _paper(["evaluate.benchmarks.voc={path: x, max_train_images: 1}"])
 
@@ -198,7 +201,9 @@ def test_paper_profile_evaluates_every_benchmark_for_baseline_and_boosted(paper_
         "nyu": {"depth_rmse", "depth_absrel", "depth_delta1"}, "kitti": {"depth_rmse", "depth_absrel", "depth_delta1"},
         "ade20k": {"seg_miou", "seg_pixel_acc"}, "voc": {"seg_miou", "seg_pixel_acc"}, "imagenet": {"cls_top1", "cls_majority"},
         "cifar100": {"cls_top1", "cls_majority"}, "blink": {"relative_depth_acc"},
-        "spatialrgpt": {"qualitative_acc", "quantitative_acc", "overall_acc"},
+        "spatialrgpt": {"qualitative_acc", "quantitative_acc", "overall_acc"}, "vqav2": {"accuracy"},
+        "gqa": {"accuracy"}, "mmbench": {"circular_acc"},
+        "mme": {"perception", "cognition", "perception_acc", "perception_acc_plus", "cognition_acc", "cognition_acc_plus"},
     }  # fmt: skip
     for run in ("baseline", "boosted"):
         assert {k: set(v) for k, v in metrics[run].items()} == expected
@@ -207,10 +212,17 @@ def test_paper_profile_evaluates_every_benchmark_for_baseline_and_boosted(paper_
         assert metrics[run]["nyu"]["depth_rmse"]["mean"] > 0 and 0 <= metrics[run]["voc"]["seg_miou"]["mean"] <= 1
         assert 0.0 <= metrics[run]["blink"]["relative_depth_acc"]["mean"] <= 1.0
         assert metrics[run]["spatialrgpt"]["overall_acc"]["mean"] is not None
+        for bench, key in (("vqav2", "accuracy"), ("gqa", "accuracy"), ("mmbench", "circular_acc")):
+            assert 0.0 <= metrics[run][bench][key]["mean"] <= 1.0
+        assert 0.0 <= metrics[run]["mme"]["perception"]["mean"] <= 400.0  # 2 perception subtasks in the fixture
     assert metrics["baseline"]["nyu"] != metrics["boosted"]["nyu"]  # two different encoders
     protocol = metrics["protocol"]
     assert protocol["nyu"]["n_train"] == 2 and protocol["nyu"]["full_protocol"] is False
     assert protocol["blink"]["n_test"] == 4 and protocol["blink"]["expected_test"] == 124
+    assert protocol["vqav2"]["expected_test"] == 214_354 and protocol["vqav2"]["full_protocol"] is False  # 3 questions
+    assert protocol["mmbench"]["n_test"] == 2 and protocol["mmbench"]["n_asked"] == 6  # 2 questions, 6 circular rows
+    assert protocol["mmbench"]["circular_copies"] == "in the file"
+    assert protocol["mme"]["subtasks"] == ["count", "artwork", "code_reasoning"] and not protocol["mme"]["full_protocol"]
     json.dumps(metrics, allow_nan=False)
     # bench_dir is a DVC output of the stage in every profile: here it only says why it is empty
     from spatialboost.skipping import SKIP_FILE
@@ -231,7 +243,10 @@ def test_paper_report_sets_ours_beside_the_papers_rows(paper_run: tuple) -> None
     out = Path(cfg.evaluate.output)
     assert (out / "metrics.png").is_file()
     records = json.loads((out / "vqa_boosted.json").read_text())
-    assert set(records) == {"blink", "spatialrgpt"} and len(records["blink"]["records"]) == 4
+    assert set(records) == {"blink", "spatialrgpt", "vqav2", "gqa", "mmbench", "mme"}
+    assert len(records["blink"]["records"]) == 4 and len(records["mme"]["records"]) == 12
+    assert "score/count" in records["mme"]["metrics"] and "vanilla_acc" in records["mmbench"]["metrics"]
+    assert "## General VQA (Table 1)" in text and "| LLaVA-1.5-7B (paper) | DINOv2 | 75.2 | 61.5 | 64.0 | 1506.2 | – |" in text
 
 
 def test_world_profile_without_scenes_or_benchmarks_says_what_to_set(tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COMMIT = "e17e" * 10
 STAGES = ["hub", "world", "manifest", "extract", "synthesize", "bootstrap", "align", "instruct", "train", "evaluate", "register"]
-BENCHMARKS = ["nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt"]
+BENCHMARKS = ["nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt", "vqav2", "gqa",
+              "mmbench", "mme"]  # fmt: skip
 PHASE_SIZES = [f"lvlm.{phase}.{key}" for phase in ("align", "instruct") for key in (
     "global_batch_size=4", "micro_batch_size=2", "max_steps=2", "precision=fp32", "num_workers=0",
     "gradient_checkpointing=false", "strategy=ddp", "max_length=256", "num_threads=1")]  # fmt: skip

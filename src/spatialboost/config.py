@@ -854,9 +854,9 @@ class ProbeBenchmarkConfig(_Section):
 class VQABenchmarkConfig(_Section):
     """One spatial VQA benchmark in its released layout."""
 
-    path: str = Field(description="BLINK: the BLINK-Benchmark/BLINK snapshot, its Relative_Depth folder or a parquet file; SpatialRGPT: SpatialRGPT-Bench_v1.json or its folder")
-    image_root: str | None = Field(None, description="SpatialRGPT only: the folder image_info.file_path is relative to (omni3d/datasets); None = the JSON file's folder")
-    max_items: int | None = Field(None, ge=1, description="smoke runs: ask only a seeded subset of this many items (None = all); recorded in the metrics")
+    path: str = Field(description="BLINK: the BLINK-Benchmark/BLINK snapshot, its Relative_Depth folder or a parquet file; SpatialRGPT: SpatialRGPT-Bench_v1.json or its folder; VQAv2: the folder of v2_OpenEnded_mscoco_val2014_questions.json + v2_mscoco_val2014_annotations.json; GQA: the folder of testdev_balanced_questions.json; MMBench: its TSV (or the folder holding it); MME: MME_Benchmark_release_version")
+    image_root: str | None = Field(None, description="SpatialRGPT: the folder image_info.file_path is relative to (omni3d/datasets; None = the JSON file's folder); VQAv2: COCO val2014 images (None = path/val2014); GQA: its images (None = path/images)")
+    max_items: int | None = Field(None, ge=1, description="smoke runs: ask only a seeded subset of this many questions (MMBench: circular questions, every copy kept; MME: images, both questions kept; None = all); recorded in the metrics")
 
 
 class BenchmarksConfig(_Section):
@@ -872,19 +872,26 @@ class BenchmarksConfig(_Section):
     cifar100: ProbeBenchmarkConfig | None = Field(None, description="cifar-100-python (the Python pickles) or its parent: top-1")
     blink: VQABenchmarkConfig | None = Field(None, description="BLINK Relative_Depth, val split (HF parquet layout): accuracy")
     spatialrgpt: VQABenchmarkConfig | None = Field(None, description="SpatialRGPT-Bench_v1.json + its images: qualitative / quantitative accuracy")
+    vqav2: VQABenchmarkConfig | None = Field(None, description="VQAv2 val2014 questions + annotations + COCO images: the official accuracy (the paper: test-dev on EvalAI)")
+    gqa: VQABenchmarkConfig | None = Field(None, description="GQA testdev_balanced_questions.json + images: exact match")
+    mmbench: VQABenchmarkConfig | None = Field(None, description="MMBench TSV with answers (dev): CircularEval accuracy, rules only")
+    mme: VQABenchmarkConfig | None = Field(None, description="MME_Benchmark_release_version: perception / cognition scores (acc + acc+)")
     subset_seed: int = Field(0, ge=0, description="seed of the max_* subsets (the same subset for baseline and boosted)")
     feature_batch_size: int = Field(32, ge=1, description="images (or sliding windows) per encoder forward while extracting features")
     shard_images: int = Field(512, ge=1, description="images per feature-cache file: an interrupted extraction resumes at the first missing shard")
 
     def configured(self) -> dict[str, ProbeBenchmarkConfig | VQABenchmarkConfig]:
         """{name: config} of the benchmarks that are set, in the order above."""
-        names = ("nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt")
+        names = ("nyu", "kitti", "ade20k", "voc", "imagenet", "cifar100", "blink", "spatialrgpt", "vqav2", "gqa", "mmbench", "mme")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     @model_validator(mode="after")
-    def _image_root_is_spatialrgpt_only(self) -> BenchmarksConfig:
-        if self.blink is not None and self.blink.image_root is not None:
-            raise ValueError("blink.image_root: BLINK embeds its images; image_root applies to spatialrgpt only")
+    def _image_root_only_where_images_are_apart(self) -> BenchmarksConfig:
+        why = {"blink": "BLINK embeds its images", "mmbench": "MMBench embeds its images", "mme": "MME keeps its images in its own folders"}
+        for name, reason in why.items():
+            spec = getattr(self, name)
+            if spec is not None and spec.image_root is not None:
+                raise ValueError(f"{name}.image_root: {reason}; image_root applies to spatialrgpt, vqav2 and gqa only")
         return self
 
 

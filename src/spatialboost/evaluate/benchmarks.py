@@ -18,12 +18,17 @@ Each configured benchmark is read in its released layout (paths relative to its 
     cifar100  cifar-100-python/{train,test,meta}
     blink     BLINK-Benchmark/BLINK snapshot (Relative_Depth/val-00000-of-00001.parquet), val split
     spatialrgpt  SpatialRGPT-Bench_v1.json; images under image_root (omni3d/datasets)
+    vqav2     v2_OpenEnded_mscoco_val2014_questions.json + v2_mscoco_val2014_annotations.json;
+              COCO val2014 images under image_root (default path/val2014)
+    gqa       testdev_balanced_questions.json; images under image_root (default path/images)
+    mmbench   the MMBench TSV (base64 images), dev split (answers included)
+    mme       MME_Benchmark_release_version (a folder per subtask); general_vqa.py has every format
 
 Models are evaluated one at a time on cfg.device in the training precision (bf16 on GPU): the
 baseline is released before the boosted model loads. Per model: features of every image (or
 sliding window) are extracted in batches and cached per encoder fingerprint in shards of
 `shard_images` images; probe heads train on the cached features (probes.py's head grid, CPU);
-VQA answers are greedy and batched.
+VQA answers (spatial and general) are greedy and batched through one generation path.
 
 Cost at the full protocols (ViT-L/14-336, float32 cache, 576 tokens x 1024 per window, 4.7 MB):
 NYU 24k train images x 6 windows = 0.7 TB and ADE20K 20k x about 6 = 0.6 TB of patch features;
@@ -47,6 +52,19 @@ import torch
 
 from spatialboost.config import BenchmarksConfig, ProbeBenchmarkConfig, SpatialBoostConfig, VQABenchmarkConfig
 from spatialboost.evaluate.features import FeatureSet, cached_features, crop_to_view, encoder_fingerprint, patch_grid
+from spatialboost.evaluate.general_vqa import (
+    GENERAL_VQA,
+    MME_SUBTASKS,
+    GeneralVQAItem,
+    GeneralVQAResult,
+    mme_subtasks_found,
+    read_gqa,
+    read_mmbench,
+    read_mme,
+    read_vqav2,
+    run_general_vqa,
+)
+from spatialboost.evaluate.general_vqa import METRICS as GENERAL_VQA_METRICS
 from spatialboost.evaluate.probes import (
     PatchTargets,
     ProbeOptions,
@@ -97,6 +115,8 @@ CLASSIFICATION = ("imagenet", "cifar100")
 VQA = ("blink", "spatialrgpt")
 SPATIALRGPT_FILE = "SpatialRGPT-Bench_v1.json"
 BLINK_EXPECTED_VAL = 124  # Relative_Depth val rows (zeyofu/BLINK_Benchmark eval/saved_outputs/*/Relative_Depth.json)
+VQAV2_EXPECTED_VAL = 214_354  # v2_OpenEnded_mscoco_val2014_questions.json (visualqa.org: 214K val questions)
+GQA_EXPECTED_TESTDEV = 12_578  # testdev_balanced_questions.json (LLaVA's llava_gqa_testdev_balanced.jsonl)
 
 
 class BenchmarkLayoutError(FileNotFoundError):
@@ -225,11 +245,54 @@ def read_vqa_benchmark(name: str, spec: VQABenchmarkConfig) -> list[VQAItem]:
     return items
 
 
-def subset_items(items: Sequence[VQAItem], n: int | None, seed: int) -> list[VQAItem]:
+@dataclass(frozen=True)
+class GeneralVQASet:
+    """A general VQA benchmark's items and what its protocol record needs."""
+
+    items: list[GeneralVQAItem]
+    detail: dict[str, Any]  # split / circular copies / subtasks found
+
+
+def read_general_vqa_benchmark(name: str, spec: VQABenchmarkConfig) -> GeneralVQASet:
+    """VQAv2 val2014, GQA test-dev balanced, an MMBench TSV or MME's release folders, or
+    BenchmarkLayoutError naming `evaluate.benchmarks.<name>.path`."""
+    path = Path(spec.path)
+    if not path.exists():
+        raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}.path: no such file or folder {path}")
+    with _released_layout(name, path):
+        if name == "vqav2":
+            items, detail = read_vqav2(path, spec.image_root), {"split": "val2014"}
+        elif name == "gqa":
+            items, detail = read_gqa(path, spec.image_root), {"split": "testdev_balanced"}
+        elif name == "mmbench":
+            items, from_file = read_mmbench(path)
+            detail = {"split": (path if path.is_file() else next(path.glob("*.tsv"))).stem,
+                      "circular_copies": "in the file" if from_file else "generated (n - 1 rotations per question)"}  # fmt: skip
+        else:
+            items = read_mme(path)
+            detail = {"subtasks": mme_subtasks_found(items)}
+    if not items:
+        raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}.path: no {name} items under {path}")
+    paths = dict.fromkeys(i.image_path for i in items if i.image_path is not None)
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:  # checked before any model loads (VQAv2 val: 40K images, about a second)
+        raise BenchmarkLayoutError(f"evaluate.benchmarks.{name}: {len(missing)} of {len(paths)} images not found, "
+                                   f"e.g. {missing[0]} (set evaluate.benchmarks.{name}.image_root?)")  # fmt: skip
+    return GeneralVQASet(items, detail)
+
+
+def subset_items(items: Sequence[Any], n: int | None, seed: int) -> list[Any]:
     """A seeded subset of n items in their original order (all when n is None or >= len)."""
     if n is None or n >= len(items):
         return list(items)
     return [items[i] for i in np.sort(np.random.default_rng(seed).permutation(len(items))[:n])]
+
+
+def subset_groups(items: Sequence[GeneralVQAItem], n: int | None, seed: int) -> list[GeneralVQAItem]:
+    """The items of a seeded subset of n groups (MMBench's circular copies, MME's image pairs stay whole)."""
+    groups = list(dict.fromkeys(item.group for item in items))
+    keep = set(subset_items(groups, n, seed))
+    return [item for item in items if item.group in keep]
 
 
 # --- features of whole images and of sliding windows ------------------------------------------------
@@ -432,13 +495,16 @@ class ResolvedBenchmarks:
     probes: dict[str, ProbeSplits]
     vqa: dict[str, list[VQAItem]]
     protocol: dict[str, dict[str, Any]]  # per benchmark: protocol name, sizes, caps, full_protocol
+    general: dict[str, list[GeneralVQAItem]] = dataclasses.field(default_factory=dict)  # VQAv2, GQA, MMBench, MME
 
 
 def resolve_benchmarks(cfg: BenchmarksConfig) -> ResolvedBenchmarks:
     """Read every configured benchmark (fails fast, before any model loads) and apply the caps."""
-    probes, vqa, info = {}, {}, {}
+    probes, vqa, general, info = {}, {}, {}, {}
     for name, spec in cfg.configured().items():
-        if isinstance(spec, ProbeBenchmarkConfig):
+        if name in GENERAL_VQA:
+            general[name], info[name] = _resolve_general(name, spec, cfg.subset_seed)
+        elif isinstance(spec, ProbeBenchmarkConfig):
             full = read_probe_benchmark(name, spec)
             splits = dataclasses.replace(full, train=full.train.subset(spec.max_train_images, cfg.subset_seed),
                                          test=full.test.subset(spec.max_test_images, cfg.subset_seed))  # fmt: skip
@@ -464,7 +530,38 @@ def resolve_benchmarks(cfg: BenchmarksConfig) -> ResolvedBenchmarks:
                 "max_items": spec.max_items,
                 "full_protocol": len(vqa[name]) == len(items) and (expected is None or len(items) == expected),
             }  # fmt: skip
-    return ResolvedBenchmarks(probes, vqa, info)
+    return ResolvedBenchmarks(probes, vqa, info, general)
+
+
+_GENERAL_PROTOCOLS = {
+    "vqav2": ("vqav2-official-accuracy/val2014", "GT-Vision-Lab/VQA PythonEvaluationTools/vqaEvaluation/vqaEval.py "
+              "(the paper: test-dev, scored by the EvalAI server)"),
+    "gqa": ("gqa-exact-match/testdev-balanced", "GQA eval.py accuracy; answers as LLaVA's convert_gqa_for_eval"),
+    "mmbench": ("mmbench-circular", "MMBench CircularEval with its evaluator's choice rules (can_infer option / text), "
+                "no GPT judge"),
+    "mme": ("mme/perception+cognition", "MME eval_tool/calculation.py (acc + acc+ per subtask)"),
+}  # fmt: skip
+
+
+def _resolve_general(name: str, spec: VQABenchmarkConfig, seed: int) -> tuple[list[GeneralVQAItem], dict[str, Any]]:
+    """(the items asked, the protocol record) of one general VQA benchmark; max_items counts groups."""
+    full = read_general_vqa_benchmark(name, spec)
+    items = subset_groups(full.items, spec.max_items, seed)
+    expected = {"vqav2": VQAV2_EXPECTED_VAL, "gqa": GQA_EXPECTED_TESTDEV}.get(name)
+    complete = expected is None or len(full.items) == expected
+    if name == "mme":
+        complete = full.detail["subtasks"] == list(MME_SUBTASKS)
+    unit = {"mmbench": "circular questions", "mme": "images"}.get(name, "questions")
+    n_groups, all_groups = len({i.group for i in items}), len({i.group for i in full.items})
+    protocol, source = _GENERAL_PROTOCOLS[name]
+    if name == "mmbench":
+        protocol += f"/{full.detail['split']}"  # dev (answers included) or whatever TSV was configured
+    info = {
+        "protocol": protocol, "source": source, "n_test": n_groups, "available_test": all_groups, "unit": unit,
+        "n_asked": len(items), "expected_test": expected, "max_items": spec.max_items, **full.detail,
+        "full_protocol": len(items) == len(full.items) and complete,
+    }  # fmt: skip
+    return items, info
 
 
 def load_eval_model(cfg: SpatialBoostConfig, folder: str | Path) -> tuple[Any, Any]:
@@ -494,6 +591,7 @@ class BenchmarkOutcome:
     probes: dict[str, ProbeResult]
     vqa: dict[str, VQAResult]
     family: str
+    general: dict[str, GeneralVQAResult] = dataclasses.field(default_factory=dict)
 
 
 def evaluate_model_on_benchmarks(
@@ -514,9 +612,10 @@ def evaluate_model_on_benchmarks(
             probes[name] = classification_benchmark_probe(run, splits, options)
     answer = vlm_batch_answer_fn(vlm, tokenizer, ev.max_new_tokens)
     vqa = {name: run_vqa_batched(answer, items, ev.vqa_batch_size) for name, items in resolved.vqa.items()}
+    general = {name: run_general_vqa(answer, items, ev.vqa_batch_size) for name, items in resolved.general.items()}
     del run, answer, vlm, tokenizer  # nothing returned refers to the model
     free_device_memory()
-    return BenchmarkOutcome(probes, vqa, family)
+    return BenchmarkOutcome(probes, vqa, family, general)
 
 
 VQA_METRICS = {
@@ -542,11 +641,21 @@ def outcome_metrics(outcome: BenchmarkOutcome, n_boot: int = 1000) -> dict[str, 
             else {"mean": None, "std": None}
             for src, key in VQA_METRICS[name].items()
         }  # fmt: skip
+    for name, result in outcome.general.items():
+        summary = result.summary(n_boot)
+        out[name] = {
+            key: {"mean": _finite(summary[key]["mean"]), "std": _finite(summary[key]["std"])}
+            for key in GENERAL_VQA_METRICS[name]
+        }
     return out
 
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _finite_dict(values: dict[str, float]) -> dict[str, float | None]:
+    return {key: _finite(value) for key, value in values.items()}
 
 
 def evaluate_benchmarks(
@@ -569,6 +678,8 @@ def evaluate_benchmarks(
     out.mkdir(parents=True, exist_ok=True)
     for run, outcome in outcomes.items():
         records = {name: {"metrics": r.metrics, "records": list(r.records)} for name, r in outcome.vqa.items()}
+        records.update({name: {"metrics": _finite_dict(r.metrics), "records": list(r.records)}
+                        for name, r in outcome.general.items()})  # fmt: skip
         write_json_atomic(out / f"vqa_{run}.json", records)
     family = outcomes["boosted"].family if "boosted" in outcomes else next(iter(outcomes.values())).family
     report = write_benchmark_report(metrics, family, out)

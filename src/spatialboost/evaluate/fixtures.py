@@ -9,11 +9,15 @@ the layout `evaluate/benchmarks.py` reads: NYU (BTS lists, 480 x 640, 16-bit mm 
 (raw frames 375 x 1242, sparse 16-bit /256 annotated depth, one Eigen line with gt "None"),
 ADE20K (ADEChallengeData2016, 0 = other), VOC 2012 (palette PNGs, 255 borders), ImageNet class
 folders (.JPEG), CIFAR-100 (Python-2 pickles with bytes keys), BLINK (HF parquet, a val and a
-hidden-answer test file) and SpatialRGPT-Bench_v1.json with its images.
+hidden-answer test file), SpatialRGPT-Bench_v1.json with its images, and the general VQA ones
+(VQAv2 val2014 questions + annotations + COCO-named images, GQA test-dev balanced + images, an
+MMBench TSV with circular copies and base64 images, MME's release folders in both layouts).
 """
 
 from __future__ import annotations
 
+import base64
+import csv
 import io
 import json
 import pickle
@@ -207,6 +211,103 @@ def write_spatialrgpt(root: Path, rng: np.random.Generator) -> tuple[Path, Path]
     return path, image_root
 
 
+def write_vqav2(root: Path, rng: np.random.Generator) -> Path:
+    """v2_OpenEnded_mscoco_val2014_questions.json + annotations (10 answers each) + val2014/ images."""
+    qa = [
+        (42, "What colour is the sky?", ["blue"] * 8 + ["grey"] * 2, "other"),
+        (42, "Is it daytime?", ["yes"] * 10, "yes/no"),
+        (73, "How many cubes are there?", ["2"] * 6 + ["3"] * 4, "number"),
+    ]
+    questions, annotations = [], []
+    for k, (image_id, question, answers, answer_type) in enumerate(qa):
+        qid = image_id * 1000 + k
+        questions.append({"image_id": image_id, "question": question, "question_id": qid})
+        annotations.append({
+            "question_id": qid, "image_id": image_id, "question_type": question.split()[0].lower(),
+            "answer_type": answer_type, "multiple_choice_answer": max(set(answers), key=answers.count),
+            "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)],
+        })  # fmt: skip
+    for image_id in sorted({q["image_id"] for q in questions}):
+        _save(root / "val2014" / f"COCO_val2014_{image_id:012d}.jpg", _scene(rng, 48, 64, far_m=6.0)[0], quality=90)
+    meta = {"info": {}, "license": {}, "data_subtype": "val2014"}
+    (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(
+        json.dumps({**meta, "task_type": "Open-Ended", "data_type": "mscoco", "questions": questions})
+    )
+    (root / "v2_mscoco_val2014_annotations.json").write_text(
+        json.dumps({**meta, "data_type": "mscoco", "annotations": annotations})
+    )
+    return root
+
+
+def write_gqa(root: Path, rng: np.random.Generator) -> Path:
+    """testdev_balanced_questions.json + images/<imageId>.jpg."""
+    rows = {
+        "20968379": ("n161313", "Is the cube to the left of the sphere?", "yes", "verify"),
+        "20968380": ("n161313", "What colour is the cube?", "red", "query"),
+        "20968381": ("n288870", "Which is bigger, the cube or the cone?", "cone", "choose"),
+    }
+    data = {
+        qid: {"imageId": image, "question": question, "answer": answer, "fullAnswer": f"The answer is {answer}.",
+              "isBalanced": True, "types": {"structural": kind, "semantic": "rel", "detailed": kind}}
+        for qid, (image, question, answer, kind) in rows.items()
+    }  # fmt: skip
+    for image in sorted({v[0] for v in rows.values()}):
+        _save(root / "images" / f"{image}.jpg", _scene(rng, 48, 64, far_m=6.0)[0], quality=90)
+    (root / "testdev_balanced_questions.json").write_text(json.dumps(data))
+    return root
+
+
+MMBENCH_COLUMNS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image", "source",
+                   "l2-category", "comment", "split"]  # fmt: skip
+
+
+def write_mmbench(path: Path, rng: np.random.Generator, circular: bool = True) -> Path:
+    """An MMBench TSV (pandas-style: empty fields for absent options and hints). With `circular`,
+    every question's rotations are rows index + k * 1e6 whose image field names the main row."""
+    questions = [
+        (0, "What shape is the largest object?", "", ["cube", "sphere", "cone", "cylinder"], "A", "attribute_recognition"),
+        (1, "Is the scene indoors or outdoors?", "Look at the sky.", ["indoors", "outdoors"], "B", "scene"),
+    ]  # fmt: skip
+    rows = []
+    for index, question, hint, options, answer, category in questions:
+        image = base64.b64encode(_jpeg(_scene(rng, 48, 64, far_m=6.0)[0])).decode()
+        n = len(options)
+        for k in range(n if circular else 1):
+            shown = [options[(j + k) % n] for j in range(n)]
+            letter = "ABCD"[(("ABCD".index(answer)) - k) % n]
+            cells = dict(zip("ABCD", [*shown, "", "", ""][:4], strict=True))
+            rows.append({"index": index + k * 1_000_000, "question": question, "hint": hint, **cells, "answer": letter,
+                         "category": category, "image": image if k == 0 else str(index), "source": "fixture",
+                         "l2-category": "perception", "comment": "", "split": "dev"})  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, MMBENCH_COLUMNS, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_mme(root: Path, rng: np.random.Generator) -> Path:
+    """MME_Benchmark_release_version with count (flat), artwork (images/ + questions_answers_YN/) and
+    code_reasoning (flat, cognition): two images each, two yes/no questions per image."""
+    questions = {
+        "count": ["Are there two objects in this image?", "Are there five objects in this image?"],
+        "artwork": ["Is this artwork a painting?", "Is this artwork a sculpture?"],
+        "code_reasoning": ["Does this code print 3?", "Does this code print 4?"],
+    }
+    for subtask, (first, second) in questions.items():
+        split = subtask == "artwork"
+        for k in range(2):
+            stem = f"{k + 1:05d}"
+            image_dir = root / subtask / "images" if split else root / subtask
+            qa_dir = root / subtask / "questions_answers_YN" if split else root / subtask
+            _save(image_dir / f"{stem}.{'jpg' if k == 0 else 'png'}", _scene(rng, 48, 64, far_m=6.0)[0])
+            qa_dir.mkdir(parents=True, exist_ok=True)
+            (qa_dir / f"{stem}.txt").write_text(f"{first} Please answer yes or no.\tYes\n"
+                                                f"{second} Please answer yes or no.\tNo\n")  # fmt: skip
+    return root
+
+
 def write_benchmark_fixtures(folder: str | Path, seed: int = 0) -> dict[str, dict[str, str]]:
     """Write every benchmark's fixture under `folder`; returns the `evaluate.benchmarks` mapping."""
     folder = Path(folder)
@@ -221,4 +322,8 @@ def write_benchmark_fixtures(folder: str | Path, seed: int = 0) -> dict[str, dic
         "cifar100": {"path": str(write_cifar100(folder / "cifar100", rng))},
         "blink": {"path": str(write_blink(folder / "BLINK", rng))},
         "spatialrgpt": {"path": str(srgpt), "image_root": str(image_root)},
+        "vqav2": {"path": str(write_vqav2(folder / "VQAv2", rng))},
+        "gqa": {"path": str(write_gqa(folder / "GQA", rng))},
+        "mmbench": {"path": str(write_mmbench(folder / "MMBench" / "mmbench_dev_20230712.tsv", rng))},
+        "mme": {"path": str(write_mme(folder / "MME_Benchmark_release_version", rng))},
     }

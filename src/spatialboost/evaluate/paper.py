@@ -4,9 +4,11 @@
 
 Transcribed from ../shared/paper/spatialboost-paper.txt (the early draft): Table 1 "Results on
 visual question answering" (LLaVA-1.5-7B with each vision encoder; SpatialRGPT-bench and
-BLINK-bench accuracy, %) and Table 3 "Results on dense prediction tasks" (linear probing of
+BLINK-bench accuracy, %; general VQA: VQAv2, GQA, MMBench accuracy in %, MME in points) and Table 3 "Results on dense prediction tasks" (linear probing of
 frozen features: depth RMSE in metres, segmentation mIoU in %). Both use ViT-L/14 OpenCLIP and
-DINOv2. The classification probes (ImageNet-1K, CIFAR-100) are in the draft's missing
+DINOv2. Table 1 gives one MME number per row; at about 1510 it is the perception score
+(LLaVA-1.5-7B reports perception 1510.7, cognition in the hundreds), so it stands beside our
+`mme.perception`. The classification probes (ImageNet-1K, CIFAR-100) are in the draft's missing
 Appendix D.2, so they have no paper row here.
 """
 
@@ -38,6 +40,14 @@ PAPER_ROWS: tuple[PaperRow, ...] = (
     PaperRow("Table 1, BLINK-bench", "OpenCLIP", "blink", "relative_depth_acc", 51.6, 85.1),
     PaperRow("Table 1, SpatialRGPT-bench", "DINOv2", "spatialrgpt", "overall_acc", 18.8, 54.2),
     PaperRow("Table 1, BLINK-bench", "DINOv2", "blink", "relative_depth_acc", 55.2, 87.5),
+    PaperRow("Table 1, VQAv2", "OpenCLIP", "vqav2", "accuracy", 77.8, 79.0),
+    PaperRow("Table 1, GQA", "OpenCLIP", "gqa", "accuracy", 61.8, 65.6),
+    PaperRow("Table 1, MMBench", "OpenCLIP", "mmbench", "circular_acc", 63.9, 67.7),
+    PaperRow("Table 1, MME", "OpenCLIP", "mme", "perception", 1510.2, 1516.3),
+    PaperRow("Table 1, VQAv2", "DINOv2", "vqav2", "accuracy", 75.2, 76.8),
+    PaperRow("Table 1, GQA", "DINOv2", "gqa", "accuracy", 61.5, 62.5),
+    PaperRow("Table 1, MMBench", "DINOv2", "mmbench", "circular_acc", 64.0, 67.4),
+    PaperRow("Table 1, MME", "DINOv2", "mme", "perception", 1506.2, 1514.2),
     PaperRow("Table 3, NYUd", "OpenCLIP", "nyu", "depth_rmse", 0.56, 0.40),
     PaperRow("Table 3, KITTI", "OpenCLIP", "kitti", "depth_rmse", 3.66, 2.82),
     PaperRow("Table 3, ADE20k", "OpenCLIP", "ade20k", "seg_miou", 39.1, 40.0),
@@ -70,6 +80,20 @@ BENCHMARK_NAMES = {
     "nyu": "NYUd v2", "kitti": "KITTI", "ade20k": "ADE20K", "voc": "Pascal VOC 2012", "imagenet": "ImageNet-1K",
     "cifar100": "CIFAR-100", "blink": "BLINK Relative_Depth (val)", "spatialrgpt": "SpatialRGPT-bench",
 }  # fmt: skip
+"""The benchmarks of the main comparison table; general VQA has its own (GENERAL_COLUMNS)."""
+
+GENERAL_COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
+    ("VQAv2", "vqav2", "accuracy", True),
+    ("GQA", "gqa", "accuracy", True),
+    ("MMBench", "mmbench", "circular_acc", True),
+    ("MME", "mme", "perception", False),
+    ("MME cognition", "mme", "cognition", False),
+)
+"""Table 1's general-VQA columns: (header, benchmark, metric, shown in percent); MME in points.
+MME cognition is ours only (the paper's MME column is perception)."""
+
+GENERAL_NAMES = {"vqav2": "VQAv2 (val2014)", "gqa": "GQA (test-dev balanced)", "mmbench": "MMBench (CircularEval)",
+                 "mme": "MME"}  # fmt: skip
 
 
 def paper_row(family: str, benchmark: str, metric: str) -> PaperRow | None:
@@ -116,6 +140,45 @@ def comparison_markdown(metrics: Mapping[str, Any], family: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _general_cell(summary: Mapping[str, Any] | None, percent: bool) -> str:
+    if not summary or summary.get("mean") is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    text = f"{summary['mean'] * scale:.1f}"
+    return text + (f" ± {summary['std'] * scale:.1f}" if summary.get("std") is not None else "")
+
+
+def general_vqa_markdown(metrics: Mapping[str, Any], family: str) -> str:
+    """Table 1's general-VQA columns laid out as the paper's rows: the paper's LLaVA-1.5-7B with
+    this encoder and + SpatialBoost, then ours (baseline, boosted, Δ). "" when none was run."""
+    ran = {bench for run in ("baseline", "boosted") for bench in metrics.get(run, {})}
+    columns = [c for c in GENERAL_COLUMNS if c[1] in ran]
+    if not columns:
+        return ""
+    encoder = PAPER_ENCODER.get(family)
+    lines = ["| Model | Vision encoder | " + " | ".join(c[0] for c in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]  # fmt: skip
+    for label, which in (("LLaVA-1.5-7B (paper)", "baseline"), ("+ SpatialBoost (paper)", "boosted")):
+        cells = []
+        for _, bench, metric, _ in columns:
+            row = paper_row(family, bench, metric)
+            cells.append(f"{getattr(row, which):.1f}" if row else "–")
+        lines.append(f"| {label} | {encoder or '— (no paper row)'} | " + " | ".join(cells) + " |")
+    for run, label in (("baseline", "ours: baseline"), ("boosted", "ours: + SpatialBoost")):
+        cells = [_general_cell(metrics.get(run, {}).get(bench, {}).get(metric), pct) for _, bench, metric, pct in columns]
+        lines.append(f"| {label} | `{family}` | " + " | ".join(cells) + " |")
+    deltas = []
+    for _, bench, metric, percent in columns:
+        base = metrics.get("baseline", {}).get(bench, {}).get(metric) or {}
+        boost = metrics.get("boosted", {}).get(bench, {}).get(metric) or {}
+        if base.get("mean") is None or boost.get("mean") is None:
+            deltas.append("–")
+        else:
+            deltas.append(f"{(boost['mean'] - base['mean']) * (100.0 if percent else 1.0):+.1f}")
+    lines.append("| ours: Δ | | " + " | ".join(deltas) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def protocol_markdown(protocol: Mapping[str, Mapping[str, Any]]) -> str:
     """The protocol, sizes and caps of every benchmark; capped runs are marked as such."""
     lines = [
@@ -125,13 +188,30 @@ def protocol_markdown(protocol: Mapping[str, Mapping[str, Any]]) -> str:
     for bench, info in protocol.items():
         train = f"{info['n_train']} of {info['available_train']}" if "n_train" in info else "–"
         test = f"{info['n_test']} of {info['available_test']}"
+        if info.get("unit"):
+            test += f" {info['unit']}"
         if info.get("expected_test") is not None:
             test += f" (protocol: {info['expected_test']})"
         full = "yes" if info["full_protocol"] else "**no: capped or incomplete, not comparable to the paper**"
-        lines.append(
-            f"| {BENCHMARK_NAMES.get(bench, bench)} | {info['protocol']} | {train} | {test} | {full} | {info['source']} |"
-        )
+        name = BENCHMARK_NAMES.get(bench) or GENERAL_NAMES.get(bench, bench)
+        lines.append(f"| {name} | {info['protocol']} | {train} | {test} | {full} | {info['source']} |")
     return "\n".join(lines) + "\n"
+
+
+def _general_section(metrics: Mapping[str, Any], family: str) -> list[str]:
+    """The general-VQA table and how to read it, or nothing when no general benchmark ran."""
+    table = general_vqa_markdown(metrics, family)
+    if not table:
+        return []
+    return [
+        "## General VQA (Table 1)", "",
+        "VQAv2, GQA and MMBench in %, MME in points (perception: 10 subtasks, max 2000; cognition: 4, max 800). "
+        "Ours: mean ± bootstrap std over questions (MMBench: circular questions; MME: images). Not the paper's "
+        "splits everywhere: VQAv2 is val2014 scored locally by the official script (the paper: test-dev on the "
+        "EvalAI server), MMBench is the TSV configured (dev), its choices read by MMBench's rules without the GPT "
+        "judge (an answer they cannot read is wrong). Scorers: src/spatialboost/evaluate/general_vqa.py.", "",
+        table,
+    ]  # fmt: skip
 
 
 def write_benchmark_report(metrics: Mapping[str, Any], family: str, out_dir: str | Path) -> Path:
@@ -150,7 +230,8 @@ def write_benchmark_report(metrics: Mapping[str, Any], family: str, out_dir: str
         "Ours: mean ± std (probes over seeds, VQA over an item bootstrap). Paper numbers are transcribed from "
         "the draft's Table 1 and Table 3 (evaluate/paper.py). The paper does not say how its single "
         "SpatialRGPT-bench number averages; ours pools all items (qualitative and quantitative).", "",
-        comparison_markdown(metrics, family), "## Protocols", "", protocol_markdown(metrics.get("protocol", {})),
+        comparison_markdown(metrics, family), *_general_section(metrics, family),
+        "## Protocols", "", protocol_markdown(metrics.get("protocol", {})),
         "Protocols and their deviations from the references: src/spatialboost/evaluate/protocols.py.", "",
     ]  # fmt: skip
     if any(flat[run] for run in runs):
