@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,s3,dask}
+EXTRAS=${EXTRAS:-dev,s3,dask,robot}
 
 stamp="$VENV/.spatialboost-installed"
 want=$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -d' ' -f1)-$EXTRAS
@@ -22,6 +22,21 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     SAM2_BUILD_CUDA=0 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
         -c requirements.lock -e ".[$EXTRAS]"
     echo "$want" > "$stamp"
+fi
+
+# Offscreen OpenGL for MuJoCo (the robot extra, evaluate/robot/metaworld.py): Debian's EGL with Mesa's
+# software rasteriser (llvmpipe) on a machine without a GPU. Installed only when missing.
+if [[ ",$EXTRAS," == *",robot,"* ]] && ! ldconfig -p 2>/dev/null | grep -q "libEGL_mesa.so.0"; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing Debian's EGL + Mesa for MuJoCo's offscreen rendering (about 20 s)"
+        export DEBIAN_FRONTEND=noninteractive
+        pkgs="libegl1 libegl-mesa0 libgl1-mesa-dri libgles2"
+        apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $pkgs >/dev/null 2>&1; } \
+            || echo "setup: could not install EGL / Mesa: MuJoCo cannot render (apt-get install $pkgs)"
+    else
+        echo "setup: MuJoCo needs EGL + Mesa to render offscreen (Debian: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)"
+    fi
 fi
 
 # Headless Chromium for the browser tests (tests/test_browser_uis.py, driven by playwright):

@@ -116,6 +116,15 @@ def read_mujoco_vc(root: str | Path, suite: str, env_name: str, num_demos: int |
     return [_demonstration(p, PROPRIO_KEYS[suite], f"{file} path {i}") for i, p in enumerate(paths)]
 
 
+def _numpy_array_globals() -> list[Any]:
+    """What a pickled numpy array refers to, for torch.load(weights_only=True)."""
+    import numpy.dtypes
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(numpy.dtypes, name) for name in dir(numpy.dtypes) if name.endswith("DType")]
+    return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def read_trifinger(root: str | Path, stats_json: str | Path, split: str = "train") -> list[Demonstration]:
     """TriFinger demos of `split` (train | test) listed in `stats_json`: camera60 frames, fingertip
     positions as proprioception, fingertip deltas as actions."""
@@ -130,8 +139,8 @@ def read_trifinger(root: str | Path, stats_json: str | Path, split: str = "train
         file = Path(root) / "trifinger-demos" / entry["path"] / "downsample.pth"
         if not file.is_file():
             raise FileNotFoundError(f"TriFinger demo {entry.get('id')} missing: {file}")
-        with torch.serialization.safe_globals([np.ndarray, np.dtype, np.core.multiarray._reconstruct]):
-            traj = torch.load(file, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            traj = torch.load(file, map_location="cpu", weights_only=True)  # arrays only, no code
         path = {
             "images": np.asarray(traj["image_60"]),
             "actions": np.asarray(traj["delta_ftpos"]),
