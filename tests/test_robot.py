@@ -100,7 +100,9 @@ def drawer_demos():
 def test_scripted_expert_demonstrations_succeed_and_are_reproducible(drawer_demos):
     again = generate_demonstrations(MetaWorldTask("drawer-open-v3", image_size=32), count=2, seed=0, horizon=120)
     for demo, same in zip(drawer_demos, again, strict=True):
-        assert demo.images.shape == (120, 32, 32, 3) and demo.proprio.shape == (120, 4) and demo.actions.shape == (120, 4)
+        assert (
+            demo.images.shape == (120, 32, 32, 3) and demo.proprio.shape == (120, 4) and demo.actions.shape == (120, 4)
+        )
         assert demo.success[-1] and not demo.success[0]  # the drawer opens during the episode
         assert np.abs(demo.actions).max() <= 1.0
         np.testing.assert_array_equal(demo.images, same.images)
@@ -157,9 +159,14 @@ def _mujoco_vc_paths(n: int, steps: int, proprio_key: str | None) -> list[dict]:
         infos = {"success": np.arange(steps) >= steps - 2}
         if proprio_key:
             infos[proprio_key] = rng.normal(size=(steps, 4))
-        paths.append({"images": rng.integers(0, 255, (steps, 8, 8, 3), dtype=np.uint8),
-                      "actions": rng.normal(size=(steps, 4)), "rewards": rng.normal(size=steps),
-                      "env_infos": infos})  # fmt: skip
+        paths.append(
+            {
+                "images": rng.integers(0, 255, (steps, 8, 8, 3), dtype=np.uint8),
+                "actions": rng.normal(size=(steps, 4)),
+                "rewards": rng.normal(size=steps),
+                "env_infos": infos,
+            }
+        )
     return paths
 
 
@@ -204,22 +211,28 @@ def test_read_trifinger_downsampled_demos(tmp_path):
     for i, split in enumerate(("train", "train", "test")):
         rel = f"reach/demo-{i:04d}/dts-0p4"
         (tmp_path / "trifinger-demos" / rel).mkdir(parents=True)
-        traj = {"t": np.arange(6)[:, None], "image_60": rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8),
-                "ft_pos_cur": rng.normal(size=(6, 9)), "delta_ftpos": rng.normal(size=(6, 9))}  # fmt: skip
+        traj = {
+            "t": np.arange(6)[:, None],
+            "image_60": rng.integers(0, 255, (6, 8, 8, 3), dtype=np.uint8),
+            "ft_pos_cur": rng.normal(size=(6, 9)),
+            "delta_ftpos": rng.normal(size=(6, 9)),
+        }
         torch.save(traj, tmp_path / "trifinger-demos" / rel / "downsample.pth")
         stats[f"{split}_demo_stats"].append({"path": rel, "diff": 110, "id": i})
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     train = read_trifinger(tmp_path, tmp_path / "stats.json", "train")
     test = read_trifinger(tmp_path, tmp_path / "stats.json", "test")
     assert len(train) == 2 and len(test) == 1
-    assert train[0].proprio.shape == (6, 9) and train[0].actions.shape == (6, 9) and train[0].images.shape == (6, 8, 8, 3)
+    assert (
+        train[0].proprio.shape == (6, 9) and train[0].actions.shape == (6, 9) and train[0].images.shape == (6, 8, 8, 3)
+    )
 
 
 def test_robot_config_validates():
     with pytest.raises(ConfigError, match="drawer-open-v3"):
         load_config(ROOT / "params.yaml", ["robot.tasks=[drawer-open-v2]"])
     with pytest.raises(ConfigError, match="stats_json"):
-        load_config(ROOT / "params.yaml", ['robot.released={trifinger: {root: x, tasks: [reach_cube]}}'])
+        load_config(ROOT / "params.yaml", ["robot.released={trifinger: {root: x, tasks: [reach_cube]}}"])
     with pytest.raises(ConfigError, match="horizon"):
         load_config(ROOT / "params.yaml", ["robot.horizon=501"])
 
@@ -239,11 +252,21 @@ def tiny_run(tmp_path_factory):
 
 def tiny_overrides(root: Path, tasks: str = "[drawer-open-v3]") -> list[str]:
     return [
-        f"train.init={root / 'init' / 'vlm'}", f"train.output={root / 'boost'}", "train.replicate_seeds=[]",
-        f"robot.tasks={tasks}", "robot.demos=2", "robot.horizon=100", "robot.image_size=32", "robot.epochs=4",
-        "robot.eval_every=2", "robot.eval_episodes=2", "robot.seeds=[1,2]", f"robot.output={root / 'out'}",
-        f"robot.demo_dir={root / 'demos'}", f"orchestration.metrics_dir={root / 'metrics'}",
-    ]  # fmt: skip
+        f"train.init={root / 'init' / 'vlm'}",
+        f"train.output={root / 'boost'}",
+        "train.replicate_seeds=[]",
+        f"robot.tasks={tasks}",
+        "robot.demos=2",
+        "robot.horizon=100",
+        "robot.image_size=32",
+        "robot.epochs=4",
+        "robot.eval_every=2",
+        "robot.eval_episodes=2",
+        "robot.seeds=[1,2]",
+        f"robot.output={root / 'out'}",
+        f"robot.demo_dir={root / 'demos'}",
+        f"orchestration.metrics_dir={root / 'metrics'}",
+    ]
 
 
 def test_robot_learning_end_to_end(tiny_run):
@@ -274,8 +297,9 @@ def test_robot_flow_runs_units_on_the_thread_runner(tiny_run):
     GL contexts and model imports from worker threads), metrics/robot.json written."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}
     args = [f"--set={o}" for o in tiny_overrides(tiny_run, "[drawer-open-v3,button-press-topdown-v3]")]
-    done = subprocess.run([sys.executable, "-m", "flows.robot", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.robot", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tiny_run / "metrics" / "robot.json").read_text())
     assert set(metrics["tasks"]) == {"drawer-open-v3", "button-press-topdown-v3"}

@@ -47,8 +47,13 @@ SUITE_TASKS: dict[str, tuple[str, ...]] = {
         "drawer-open-v2-goal-observable",
         "hammer-v2-goal-observable",
     ),
-    "dmc": ("dmc_walker_stand-v1", "dmc_walker_walk-v1", "dmc_reacher_easy-v1", "dmc_cheetah_run-v1",
-            "dmc_finger_spin-v1"),  # fmt: skip
+    "dmc": (
+        "dmc_walker_stand-v1",
+        "dmc_walker_walk-v1",
+        "dmc_reacher_easy-v1",
+        "dmc_cheetah_run-v1",
+        "dmc_finger_spin-v1",
+    ),
     "trifinger": ("reach_cube", "move_cube"),
 }
 """CortexBench's tasks per domain (launch_all_jobs.sh; trifinger_vc/config/task)."""

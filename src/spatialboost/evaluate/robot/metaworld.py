@@ -92,8 +92,9 @@ class FastRenderer:
         """The camera's view of `data` now: (size, size, 3) uint8, top row first."""
         mj = self._mujoco
         self._context.make_current()
-        mj.mjv_updateScene(self._model, data, self._option, self._perturb, self._camera, mj.mjtCatBit.mjCAT_ALL,
-                           self._scene)  # fmt: skip
+        mj.mjv_updateScene(
+            self._model, data, self._option, self._perturb, self._camera, mj.mjtCatBit.mjCAT_ALL, self._scene
+        )
         mj.mjr_render(self._rect, self._scene, self._gpu)
         rgb = np.empty((self._size, self._size, 3), dtype=np.uint8)
         mj.mjr_readPixels(rgb, None, self._rect, self._gpu)

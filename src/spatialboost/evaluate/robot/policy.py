@@ -50,7 +50,9 @@ class Demonstration:
             if len(array) != steps:
                 raise ValueError(f"{name} has {len(array)} steps, actions have {steps}")
         if self.proprio.ndim != 2 or self.actions.ndim != 2:
-            raise ValueError(f"proprio and actions must be (T, P) and (T, A), got {self.proprio.shape}, {self.actions.shape}")
+            raise ValueError(
+                f"proprio and actions must be (T, P) and (T, A), got {self.proprio.shape}, {self.actions.shape}"
+            )
 
     def __len__(self) -> int:
         return len(self.actions)

@@ -117,8 +117,12 @@ def save_demonstrations(path: Path, demos: Sequence[Demonstration]) -> None:
 def load_demonstrations(path: Path) -> list[Demonstration]:
     with np.load(path, allow_pickle=False) as z:
         return [
-            Demonstration(z[f"images_{i}"], z[f"proprio_{i}"], z[f"actions_{i}"],
-                          z[f"success_{i}"] if f"success_{i}" in z else None)  # fmt: skip
+            Demonstration(
+                z[f"images_{i}"],
+                z[f"proprio_{i}"],
+                z[f"actions_{i}"],
+                z[f"success_{i}"] if f"success_{i}" in z else None,
+            )
             for i in range(int(z["count"]))
         ]
 
@@ -190,11 +194,15 @@ def run_unit(cfg: SpatialBoostConfig, unit: Unit) -> dict[str, Any]:
         embed = load_embedder(None if unit.folder is None else Path(unit.folder), resolve_device(cfg.device))
         result = behaviour_cloning(embed, cached_demonstrations(task, rc), task, bc_options(rc), unit.seed)
     return {
-        "task": unit.task, "run": unit.run, "seed": unit.seed, "encoder": unit.folder,
-        "best": result.best_success, "final": result.final_success,
+        "task": unit.task,
+        "run": unit.run,
+        "seed": unit.seed,
+        "encoder": unit.folder,
+        "best": result.best_success,
+        "final": result.final_success,
         "evaluations": {str(k): v for k, v in result.evaluations.items()},
         "losses": [round(x, 6) for x in result.losses],
-    }  # fmt: skip
+    }
 
 
 Execute = Callable[[Callable[[SpatialBoostConfig, Any], Any], Sequence[Any]], list[Any]]
@@ -245,7 +253,9 @@ def summarise(per_task: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str,
     metrics: dict[str, Any] = {"tasks": {}, "metaworld": {}, "verdict": {}}
     runs = next(iter(per_task.values())).keys()
     for task, by_run in per_task.items():
-        metrics["tasks"][task] = {run: over_seeds([{"s": r["best"]} for r in records])["s"] for run, records in by_run.items()}
+        metrics["tasks"][task] = {
+            run: over_seeds([{"s": r["best"]} for r in records])["s"] for run, records in by_run.items()
+        }
     for run in runs:
         n_seeds = len(per_task[next(iter(per_task))][run])
         per_seed = [float(np.mean([per_task[t][run][i]["best"] for t in per_task])) for i in range(n_seeds)]
@@ -287,10 +297,12 @@ def robot_learning(cfg: SpatialBoostConfig, execute: Execute | None = None, prog
     metrics = summarise(per_task)
     if released:
         metrics["released"] = {
-            domain: {task: {run: over_seeds([{"s": v} for v in scores])["s"] for run, scores in by_run.items()}
-                     for task, by_run in tasks.items()}
+            domain: {
+                task: {run: over_seeds([{"s": v} for v in scores])["s"] for run, scores in by_run.items()}
+                for task, by_run in tasks.items()
+            }
             for domain, tasks in released.items()
-        }  # fmt: skip
+        }
     output = Path(rc.output)
     output.mkdir(parents=True, exist_ok=True)
     protocol = {k: v for k, v in rc.model_dump(mode="json").items() if k not in ("output", "demo_dir", "released")}

@@ -20,14 +20,28 @@ from spatialboost.io import write_bytes_atomic
 PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     # encoder -> domain -> (mean, std), success % (return for DMControl); "+ SpatialBoost" rows under "<encoder> + SpatialBoost"
     "OpenCLIP": {"Adroit": (50.8, 3.3), "MetaWorld": (75.7, 1.9), "DMControl": (58.9, 2.0), "TriFinger": (64.8, 0.7)},
-    "OpenCLIP + SpatialBoost": {"Adroit": (53.8, 3.7), "MetaWorld": (84.0, 2.2), "DMControl": (67.9, 1.6), "TriFinger": (68.7, 0.4)},
+    "OpenCLIP + SpatialBoost": {
+        "Adroit": (53.8, 3.7),
+        "MetaWorld": (84.0, 2.2),
+        "DMControl": (67.9, 1.6),
+        "TriFinger": (68.7, 0.4),
+    },
     "DINOv2": {"Adroit": (36.8, 3.5), "MetaWorld": (62.6, 1.8), "DMControl": (48.4, 1.4), "TriFinger": (62.3, 0.4)},
-    "DINOv2 + SpatialBoost": {"Adroit": (50.1, 3.0), "MetaWorld": (66.5, 2.1), "DMControl": (55.0, 1.9), "TriFinger": (67.2, 1.2)},
+    "DINOv2 + SpatialBoost": {
+        "Adroit": (50.1, 3.0),
+        "MetaWorld": (66.5, 2.1),
+        "DMControl": (55.0, 1.9),
+        "TriFinger": (67.2, 1.2),
+    },
 }
 """The paper's Table 2 (../shared/paper, "Results on vision-based robot learning"): imitation
 learning on frozen ViT-L/14 representations, 4 CortexBench domains."""
 
-RUN_LABELS = {"floor": "floor (blind: proprioception only)", "baseline": "baseline encoder", "boosted": "boosted encoder"}
+RUN_LABELS = {
+    "floor": "floor (blind: proprioception only)",
+    "baseline": "baseline encoder",
+    "boosted": "boosted encoder",
+}
 COLOURS = {"floor": "#bbbbbb", "baseline": "#4c72b0", "boosted": "#dd8452"}
 
 
@@ -56,8 +70,15 @@ def success_plot(metrics: Mapping[str, Any]) -> bytes:
     for i, run in enumerate(runs):
         means = [t[run]["mean"] for t in tables]
         stds = [t[run]["std"] for t in tables]
-        ax.bar(x + (i - (len(runs) - 1) / 2) * width, means, width, yerr=stds, capsize=3, color=COLOURS[run],
-               label=RUN_LABELS[run])  # fmt: skip
+        ax.bar(
+            x + (i - (len(runs) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            capsize=3,
+            color=COLOURS[run],
+            label=RUN_LABELS[run],
+        )
     ax.set_xticks(x, [s.replace("-v3", "") for s in scopes], rotation=15, fontsize=8)
     ax.set_ylabel("success rate (%)")
     ax.set_ylim(0, 105)
@@ -132,10 +153,14 @@ def write_robot_report(
             "|---|---|---|---|---|",
         ]
         for row in (paper_encoder, f"{paper_encoder} + SpatialBoost"):
-            lines.append(f"| paper: {row} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in PAPER_TABLE2[row].values()) + " |")
+            lines.append(
+                f"| paper: {row} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in PAPER_TABLE2[row].values()) + " |"
+            )
         for run in ("baseline", "boosted"):
             if run in metrics["metaworld"]:
-                lines.append(f"| ours: {RUN_LABELS[run]} | not run | {_cell(metrics['metaworld'][run])} | not run | not run |")
+                lines.append(
+                    f"| ours: {RUN_LABELS[run]} | not run | {_cell(metrics['metaworld'][run])} | not run | not run |"
+                )
         lines.append("")
     path = out / "report.md"
     write_bytes_atomic(path, "\n".join(lines).encode())
