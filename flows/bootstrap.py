@@ -13,8 +13,8 @@ from prefect import flow
 from flows._stage import run_stage
 from spatialboost.config import load_config
 from spatialboost.skipping import skip_reason
+from tasks.bootstrap import bootstrap_task, install_release_task
 from tasks.metrics import mark_skipped_task, write_metrics
-from tasks.train import bootstrap_task, install_release_task
 
 
 @flow(name="bootstrap")

@@ -1,4 +1,4 @@
-"""Tasks of the `bootstrap` and `train` stages: each calls one library entry point."""
+"""Task of the `train` stage (the boost): one library entry point, under torchrun when asked."""
 
 from __future__ import annotations
 
@@ -8,22 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.train.bootstrap import run_bootstrap
 from spatialboost.train.launch import launch_train_processes
-from spatialboost.train.release import install_release
 from spatialboost.train.stage import run_train_stage, train_metrics
-
-
-@task(name="bootstrap", retries=0, cache_policy=NO_CACHE)
-def bootstrap_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Pre-train the demo's encoder and LLM, then align + instruct; returns the phase metrics."""
-    return run_bootstrap(cfg, cfg.bootstrap.output, progress=True)
-
-
-@task(name="install-bootstrap-release", retries=1, cache_policy=NO_CACHE)
-def install_release_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Verify bootstrap.release against the configured recipe and copy it to bootstrap.output."""
-    return install_release(cfg, cfg.bootstrap.release, cfg.bootstrap.output)
 
 
 @task(name="train", retries=0, cache_policy=NO_CACHE)

@@ -742,6 +742,7 @@ class PretrainEncoderConfig(_Section):
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (matrices only)")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="linear warmup, fraction of steps")
+    checkpoint_every: int = Field(20, ge=0, description="a resumable checkpoint every this many optimizer steps; 0 = only at the end")
     min_visible_px: int = Field(30, ge=1, description="an object counts as in the image when at least this many of its pixels are visible (at the world's resolution)")
 
     @model_validator(mode="after")
@@ -770,9 +771,9 @@ class PretrainLLMConfig(_Section):
         return self
 
 
-class BootstrapPhase(_Section):
-    """One LLaVA-1.5 phase (align or instruct) run through the one training loop; settings not
-    here (precision, clipping, checkpointing, ...) come from the `train` section."""
+class PhaseSchedule(_Section):
+    """How long and how fast one training phase runs through the one loop (a bootstrap phase, or
+    one of LLaVA-1.5's stages for a new encoder)."""
 
     epochs: int = Field(1, ge=1, description="passes over the phase's conversations")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = from epochs")
@@ -782,12 +783,23 @@ class BootstrapPhase(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warmup, fraction of steps")
 
     @model_validator(mode="after")
-    def _batches_divide(self) -> BootstrapPhase:
+    def _batches_divide(self) -> PhaseSchedule:
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
             )
         return self
+
+
+class BootstrapPhase(PhaseSchedule):
+    """One bootstrap phase (language, align or instruct) through the one training loop: its schedule
+    and the loop settings below; every other loop setting is the loop's schema default (TrainConfig),
+    never the boost stage's `train` values, so that a boost setting never changes the bootstrap."""
+
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (matrices only)")
+    # 768: the 10-turn spatial text of the language and instruct phases fits (the small LLM has 1024 positions)
+    max_length: int = Field(768, ge=8, description="text tokens per conversation before the image tokens are expanded; longer ones are truncated")
+    checkpoint_every: int = Field(20, ge=0, description="a resumable checkpoint every this many optimizer steps; 0 = only at the end")
 
 
 class BootstrapConfig(_Section):
@@ -968,10 +980,10 @@ def _default_encoders() -> dict[str, EncoderChoice]:
     }
 
 
-class LVLMPhase(BootstrapPhase):
+class LVLMPhase(PhaseSchedule):
     """One of LLaVA-1.5's two stages for a new encoder (train/lvlm_stage.py), through the one training
     loop. Defaults: LLaVA-1.5's scripts/v1_5/pretrain.sh and finetune.sh (haotian-liu/LLaVA);
-    epochs, max_steps and warmup_ratio as in a bootstrap phase; the loop settings not listed here are
+    epochs, max_steps and warmup_ratio as in any phase schedule; the loop settings not listed here are
     train-section defaults (clipping 1.0, AdamW betas/eps). lr and the batch sizes have no default:
     a profile says them (LLaVA's differ by a factor of 50 between the stages)."""
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -252,9 +252,17 @@ class BootstrapRun:
             head = new_head(encoder, seed + 1)
             pixels, targets = _pixels_and_targets(encoder, train_images)
             batch = min(enc_cfg.batch_size, len(pixels))
-            loop_cfg = _loop_config(self.cfg.train, stage="align", seed=seed, epochs=enc_cfg.epochs, lr=enc_cfg.lr,
-                                    global_batch_size=batch, micro_batch_size=batch, warmup_ratio=enc_cfg.warmup_ratio,
-                                    weight_decay=enc_cfg.weight_decay)  # fmt: skip  (stage: unused by fit)
+            loop_cfg = TrainConfig(
+                stage="align",  # unused by fit: the objective decides what trains
+                seed=seed,
+                epochs=enc_cfg.epochs,
+                lr=enc_cfg.lr,
+                global_batch_size=batch,
+                micro_batch_size=batch,
+                warmup_ratio=enc_cfg.warmup_ratio,
+                weight_decay=enc_cfg.weight_decay,
+                checkpoint_every=enc_cfg.checkpoint_every,
+            )
             result = pretrain_encoder(encoder, head, pixels, targets, loop_cfg, self.out / "runs" / "encoder",
                                       self.tracker, self.progress)  # fmt: skip
             self.metrics["encoder"] = {
@@ -306,10 +314,7 @@ class BootstrapRun:
 
     def _train(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
                images: dict[str, np.ndarray], phase: BootstrapPhase, stage: str, name: str) -> dict[str, Any]:  # fmt: skip
-        loop_cfg = _loop_config(self.cfg.train, stage=stage, seed=self.cfg.bootstrap.seed, epochs=phase.epochs,
-                                max_steps=phase.max_steps, lr=phase.lr, global_batch_size=phase.global_batch_size,
-                                micro_batch_size=phase.micro_batch_size, warmup_ratio=phase.warmup_ratio,
-                                group_by_length=True)  # fmt: skip  (captions, QA and 10-turn text mix)
+        loop_cfg = phase_loop_config(phase, stage, self.cfg.bootstrap.seed)
         dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=loop_cfg.max_length,
                                       image_loader=images.__getitem__, cache_images=True)  # fmt: skip
         result = train(vlm, dataset, loop_cfg, self.out / "runs" / name, self.tracker, self.progress, name=name)
@@ -347,12 +352,23 @@ def _summary(result: TrainResult) -> dict[str, Any]:
             "train_wall_s": round(result.wall_s, 2)}  # fmt: skip
 
 
-def _loop_config(base: TrainConfig, **overrides: Any) -> TrainConfig:
-    """The train section with a phase's values; the boost-only choices (adapter, objective,
-    control, replicate seeds) do not apply."""
-    values = {**base.model_dump(), "adapter": "dual_channel", "objective": "sft", "control": False,
-              "replicate_seeds": (), "max_steps": None, **overrides}  # fmt: skip  (boost-only settings do not apply)
-    return TrainConfig.model_validate(values)
+def phase_loop_config(phase: BootstrapPhase, stage: Literal["align", "instruct"], seed: int) -> TrainConfig:
+    """The loop settings of a bootstrap phase: its own values; everything else the loop's schema
+    defaults (not the `train` section's: a boost setting never changes, or reruns, the bootstrap)."""
+    return TrainConfig(
+        stage=stage,
+        seed=seed,
+        epochs=phase.epochs,
+        max_steps=phase.max_steps,
+        lr=phase.lr,
+        global_batch_size=phase.global_batch_size,
+        micro_batch_size=phase.micro_batch_size,
+        warmup_ratio=phase.warmup_ratio,
+        weight_decay=phase.weight_decay,
+        max_length=phase.max_length,
+        checkpoint_every=phase.checkpoint_every,
+        group_by_length=True,  # captions, QA and 10-turn text mix
+    )
 
 
 # --- held-out evaluation ---------------------------------------------------------------------------
