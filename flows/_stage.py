@@ -144,9 +144,13 @@ def _log_failures_without_tracebacks() -> None:
 
 
 def run_stage(
-    flow: Flow[..., Any], description: str, argv: list[str] | None = None, fan_out: bool = False,
-    check: Callable[[SpatialBoostConfig], str | None] | None = None, uses_gpu: bool = False,
-) -> Any:  # fmt: skip
+    flow: Flow[..., Any],
+    description: str,
+    argv: list[str] | None = None,
+    fan_out: bool = False,
+    check: Callable[[SpatialBoostConfig], str | None] | None = None,
+    uses_gpu: bool = False,
+) -> Any:
     """Parse `--params` / `--set`, validate the config, and run `flow`.
 
     Only fan-out stages (`fan_out=True`: many independent shard tasks) use the configured runner;

@@ -507,8 +507,15 @@ def _reader(world: Path, with_dataset: bool = True) -> ImageReader:
 
 def test_model_observer_funnel_with_exact_backends(world: Path, dataset: RGBDDataset, tmp_path: Path) -> None:
     oracle = OracleBackends(dataset, focal_only={2}, no_masks={5})
-    observer = ModelObserver(oracle, oracle, oracle, ("cube", "ball", "cone"), _reader(world), min_label_score=0.5,
-                             model_ids={"depth": "oracle"})  # fmt: skip
+    observer = ModelObserver(
+        oracle,
+        oracle,
+        oracle,
+        vocabulary=("cube", "ball", "cone"),
+        reader=_reader(world),
+        min_label_score=0.5,
+        model_ids={"depth": "oracle"},
+    )
     ids = [*dataset.ids()[:6], "not-in-manifest"]
     results = observer.observe(ids)
     assert [r.image_id for r in results] == ids

@@ -197,7 +197,7 @@ def _model_observer(cfg: SpatialBoostConfig, world: RGBDDataset) -> ModelObserve
     reader = ImageReader(open_source(cfg.data), refs, ImageLimits.from_config(cfg.data))
     oracle = WorldBackends(world)
     vocabulary = sorted(WORLD.classes)
-    return ModelObserver(oracle, oracle, oracle, vocabulary, reader, model_ids={"depth": "world"})
+    return ModelObserver(oracle, oracle, oracle, vocabulary=vocabulary, reader=reader, model_ids={"depth": "world"})
 
 
 def run_chain(cfg: SpatialBoostConfig, world: RGBDDataset) -> tuple[list[SceneRecord], dict, dict]:

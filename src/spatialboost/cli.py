@@ -285,8 +285,14 @@ def hub_fetch(
         records = fetch_models(cfg.hub, roles=roles, mirror=mirror)
     except HubError as err:
         raise ConfigError(str(err)) from None
-    typer.echo(json.dumps({name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
-                           for name, r in records.items()}))  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {
+                name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
+                for name, r in records.items()
+            }
+        )
+    )
 
 
 @hub_app.command("lock")
@@ -313,8 +319,10 @@ def hub_lock(
     except HubError as err:
         raise ConfigError(str(err)) from None
     hub = load_config(status.source).hub
-    set_profile_values(status.source, {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha
-                                       for role, sha in shas.items()})  # fmt: skip
+    set_profile_values(
+        status.source,
+        {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha for role, sha in shas.items()},
+    )
     use_profile(status.source, params)
     typer.echo(json.dumps({"profile": str(status.source), "revisions": shas}))
 

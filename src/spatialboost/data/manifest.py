@@ -87,8 +87,12 @@ def build_manifest(
             else:
                 quarantine.write(entry.to_json() + "\n")
                 by_reason[entry.reason] += 1
-    return ManifestReport(n_ok=n_ok, n_quarantined=sum(by_reason.values()), by_reason=dict(sorted(by_reason.items())),
-                          skipped=dict(getattr(source, "skipped", {})))  # fmt: skip
+    return ManifestReport(
+        n_ok=n_ok,
+        n_quarantined=sum(by_reason.values()),
+        by_reason=dict(sorted(by_reason.items())),
+        skipped=dict(getattr(source, "skipped", {})),
+    )
 
 
 def build_manifest_for(cfg: DataConfig, progress: bool = True) -> ManifestReport:

@@ -333,6 +333,7 @@ def selection_score(kind: TargetKind, out: torch.Tensor, target: torch.Tensor, n
 def train_head_grid(
     rows: _Rows,
     target: torch.Tensor,
+    *,
     val_rows: _Rows,
     val_target: torch.Tensor,
     specs: Sequence[HeadSpec],
@@ -543,6 +544,7 @@ def _dense_probe(
     task: str,
     train: FeatureSet,
     targets: PatchTargets,
+    *,
     options: ProbeOptions,
     out_dim: int,
     score: Callable[[FittedHead], dict[str, float]],
@@ -561,12 +563,23 @@ def _dense_probe(
     if min(len(rows) for rows, _ in tensors) == 0:
         raise ValueError(f"{task}: no patch has enough labelled pixels in the train or validation images")
     specs = _specs(options.dense_variants, DENSE_VARIANTS, set(tensors[0][0].parts), options.learning_rates)
-    return _run_seeds(task, tensors, specs, targets.kind, out_dim, options, score, True, depth_range)
+    return _run_seeds(
+        task,
+        tensors,
+        specs=specs,
+        kind=targets.kind,
+        out_dim=out_dim,
+        options=options,
+        score=score,
+        dense=True,
+        depth_range=depth_range,
+    )
 
 
 def _run_seeds(
     task: str,
     tensors: list[tuple[_Rows, torch.Tensor]],
+    *,
     specs: Sequence[HeadSpec],
     kind: TargetKind,
     out_dim: int,
@@ -578,12 +591,25 @@ def _run_seeds(
     """Train the grid once per seed, score each seed's best head on the test split (ridge: one
     exact fit per feature variant, the seeds do not enter)."""
     if options.solver == "ridge":
-        head = _ridge_head(tensors, specs, kind, out_dim, options, dense, depth_range)
+        head = _ridge_head(
+            tensors, specs, kind=kind, out_dim=out_dim, options=options, dense=dense, depth_range=depth_range
+        )
         return ProbeResult(task, (options.seeds[0],), (score(head),), (head.spec.name,), head)
     (rows, target), (val_rows, val_target) = tensors
     per_seed, chosen, heads = [], [], []
     for seed in options.seeds:
-        grid, best, _ = train_head_grid(rows, target, val_rows, val_target, specs, kind, out_dim, options, seed, dense)
+        grid, best, _ = train_head_grid(
+            rows,
+            target,
+            val_rows=val_rows,
+            val_target=val_target,
+            specs=specs,
+            kind=kind,
+            out_dim=out_dim,
+            options=options,
+            seed=seed,
+            dense=dense,
+        )
         head = _fitted_head(grid, best, kind, depth_range)
         per_seed.append(score(head))
         chosen.append(head.spec.name)
@@ -594,6 +620,7 @@ def _run_seeds(
 def _ridge_head(
     tensors: list[tuple[_Rows, torch.Tensor]],
     specs: Sequence[HeadSpec],
+    *,
     kind: TargetKind,
     out_dim: int,
     options: ProbeOptions,
@@ -633,6 +660,7 @@ def _ridge_head(
 def depth_probe(
     train: FeatureSet,
     train_targets: PatchTargets,
+    *,
     test: FeatureSet,
     test_depths: Sequence[np.ndarray],
     options: ProbeOptions = ProbeOptions(),
@@ -651,9 +679,14 @@ def depth_probe(
         raise ValueError("depth_probe needs depth targets, got class targets")
     regions = depth_regions(test_depths, test_objects, options.near_depth_m)
     return _dense_probe(
-        "depth", train, train_targets, options, 1,
-        lambda head: dense_depth_scores(head, test, test_depths, depth_range, regions), depth_range,
-    )  # fmt: skip
+        "depth",
+        train,
+        train_targets,
+        options=options,
+        out_dim=1,
+        score=lambda head: dense_depth_scores(head, test, test_depths, depth_range, regions),
+        depth_range=depth_range,
+    )
 
 
 def position_only_depth(
@@ -686,9 +719,13 @@ def segmentation_probe(
     if train_targets.kind != "class":
         raise ValueError(f"segmentation_probe needs class targets, got {train_targets.kind}")
     return _dense_probe(
-        "seg", train, train_targets, options, num_classes,
-        lambda head: dense_seg_scores(head, test, test_segs, num_classes),
-    )  # fmt: skip
+        "seg",
+        train,
+        train_targets,
+        options=options,
+        out_dim=num_classes,
+        score=lambda head: dense_seg_scores(head, test, test_segs, num_classes),
+    )
 
 
 def classification_probe(
@@ -725,7 +762,9 @@ def classification_probe(
                 "cls_majority": float(np.mean(test_y[test_rows] == majority))}  # fmt: skip
 
     specs = _specs(options.global_variants, GLOBAL_VARIANTS, set(tensors[0][0].parts), options.learning_rates)
-    return _run_seeds("cls", tensors, specs, "class", num_classes, options, score, False)
+    return _run_seeds(
+        "cls", tensors, specs=specs, kind="class", out_dim=num_classes, options=options, score=score, dense=False
+    )
 
 
 # --- an encoder over benchmark splits --------------------------------------------------------------
@@ -733,6 +772,7 @@ def classification_probe(
 
 def probe_encoder(
     encoder: VisionEncoder,
+    *,
     train: SampleSet,
     test: SampleSet,
     tasks: Sequence[str] = ("depth", "seg", "cls"),
@@ -753,7 +793,15 @@ def probe_encoder(
     if cache_dir is not None and fingerprint is None:
         fingerprint = encoder_fingerprint(encoder)  # hash the weights once for both splits
     ftrain, ftest = (
-        cached_features(encoder, s.ids, s.image, cache_dir, f"{s.name}/{s.split}", batch_size, fingerprint)
+        cached_features(
+            encoder,
+            s.ids,
+            s.image,
+            cache_dir=cache_dir,
+            dataset=f"{s.name}/{s.split}",
+            batch_size=batch_size,
+            fingerprint=fingerprint,
+        )
         for s in (train, test)
     )
     grid, depth_range, log = ftrain.grid, train.depth_range or (1e-3, float("inf")), options.depth_target == "log"
@@ -777,7 +825,15 @@ def probe_encoder(
     if "depth" in tasks:
         targets = PatchTargets("log_depth" if log else "depth", *map(np.stack, zip(*train_depth, strict=True)))
         test_range = test.depth_range or depth_range
-        results["depth"] = depth_probe(ftrain, targets, ftest, test_depth, options, test_range, test_objects)
+        results["depth"] = depth_probe(
+            ftrain,
+            targets,
+            test=ftest,
+            test_depths=test_depth,
+            options=options,
+            depth_range=test_range,
+            test_objects=test_objects,
+        )
         floor = position_only_depth(targets, test_depth, test_range, test_objects, options.near_depth_m)
         results["floor"] = ProbeResult("floor", (options.seeds[0],), (floor,), ("position-only",), None)
     if "seg" in tasks:
@@ -806,6 +862,7 @@ def dense_probe(
     task: str,
     train: FeatureSet,
     targets: PatchTargets,
+    *,
     options: ProbeOptions,
     out_dim: int,
     score: Callable[[FittedHead], dict[str, float]],
@@ -816,4 +873,4 @@ def dense_probe(
     For test protocols the per-image helpers above do not cover (evaluate/benchmarks.py: sliding
     windows stitched back into whole images, published eval crops).
     """
-    return _dense_probe(task, train, targets, options, out_dim, score, depth_range)
+    return _dense_probe(task, train, targets, options=options, out_dim=out_dim, score=score, depth_range=depth_range)

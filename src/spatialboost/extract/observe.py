@@ -113,7 +113,7 @@ class ObservationSource(Protocol):
 # Images for the model path
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class LoadedImage:
     """A decoded image and what is known about its camera.
 
@@ -168,13 +168,40 @@ class ImageReader:
             row = self.dataset.row(image_id)
             gravity = np.asarray(row.gravity_cam, dtype=np.float64)
             return LoadedImage(
-                image_id, ref.uri, rgb, row.fx, row.fy, row.cx, row.cy, "dataset",
-                gravity if np.isfinite(gravity).all() else None,
-            )  # fmt: skip
+                image_id=image_id,
+                uri=ref.uri,
+                rgb=rgb,
+                fx=row.fx,
+                fy=row.fy,
+                cx=row.cx,
+                cy=row.cy,
+                focal_source="dataset",
+                gravity_cam=gravity if np.isfinite(gravity).all() else None,
+            )
         focal = exif_focal_px(data, width, height)
         if focal is not None:
-            return LoadedImage(image_id, ref.uri, rgb, focal, focal, width / 2, height / 2, "exif", None)
-        return LoadedImage(image_id, ref.uri, rgb, None, None, None, None, None, None)
+            return LoadedImage(
+                image_id=image_id,
+                uri=ref.uri,
+                rgb=rgb,
+                fx=focal,
+                fy=focal,
+                cx=width / 2,
+                cy=height / 2,
+                focal_source="exif",
+                gravity_cam=None,
+            )
+        return LoadedImage(
+            image_id=image_id,
+            uri=ref.uri,
+            rgb=rgb,
+            fx=None,
+            fy=None,
+            cx=None,
+            cy=None,
+            focal_source=None,
+            gravity_cam=None,
+        )
 
 
 def exif_focal_px(data: bytes, width: int, height: int) -> float | None:
@@ -219,9 +246,9 @@ class ModelObserver:
         depth_estimator: DepthEstimator,
         segmenter: Segmenter,
         labeler: Labeler,
+        *,
         vocabulary: Sequence[str],
         reader: ImageReader,
-        *,
         min_label_score: float = 0.0,
         model_ids: Mapping[str, str] | None = None,
     ) -> None:
@@ -240,23 +267,26 @@ class ModelObserver:
             try:
                 loaded.append(self.reader.read(image_id))
             except BadImage as bad:
-                results[image_id] = ObservationFailure(image_id, self.reader.uri(image_id), "unreadable",
-                                                       f"{bad.reason.value}: {bad.detail}")  # fmt: skip
+                results[image_id] = ObservationFailure(
+                    image_id, self.reader.uri(image_id), "unreadable", f"{bad.reason.value}: {bad.detail}"
+                )
         images, focals = [item.rgb for item in loaded], [item.fx for item in loaded]
         sources = [item.focal_source or "dataset" for item in loaded]
         depths = self.depth_estimator.estimate(images, focals, sources) if loaded else []
         with_depth = []
         for item, depth in zip(loaded, depths, strict=True):
             if depth.reasons:
-                results[item.image_id] = ObservationFailure(item.image_id, item.uri, _depth_reason(depth.reasons),
-                                                            "; ".join(depth.reasons))  # fmt: skip
+                results[item.image_id] = ObservationFailure(
+                    item.image_id, item.uri, _depth_reason(depth.reasons), "; ".join(depth.reasons)
+                )
             else:
                 with_depth.append((item, depth))
         masks_per_image = self.segmenter.segment([item.rgb for item, _ in with_depth]) if with_depth else []
         for (item, depth), masks in zip(with_depth, masks_per_image, strict=True):
             if not masks:
-                results[item.image_id] = ObservationFailure(item.image_id, item.uri, "empty_masks",
-                                                            "the segmenter found no mask")  # fmt: skip
+                results[item.image_id] = ObservationFailure(
+                    item.image_id, item.uri, "empty_masks", "the segmenter found no mask"
+                )
                 continue
             labels = self.labeler.label(item.rgb, masks, self.vocabulary)
             results[item.image_id] = self._observation(item, depth, masks, labels)
@@ -336,35 +366,57 @@ def _build_model_observer(cfg: ExtractConfig, data: DataConfig, device: str) -> 
     from spatialboost.extract.openclip_labeler import OpenCLIPLabeler
 
     depth = DepthProEstimator(
-        cfg.depth.model_path, device=device, dtype=cfg.dtype, batch_size=cfg.depth.batch_size,
-        min_depth_m=cfg.depth.min_depth_m, max_depth_m=cfg.depth.max_depth_m,
-        min_focal_px=cfg.depth.min_focal_px, max_focal_px=cfg.depth.max_focal_px,
-    )  # fmt: skip
+        cfg.depth.model_path,
+        device=device,
+        dtype=cfg.dtype,
+        batch_size=cfg.depth.batch_size,
+        min_depth_m=cfg.depth.min_depth_m,
+        max_depth_m=cfg.depth.max_depth_m,
+        min_focal_px=cfg.depth.min_focal_px,
+        max_focal_px=cfg.depth.max_focal_px,
+    )
     seg = cfg.segmenter
     mask_filter = MaskFilter(
-        pred_iou_thresh=seg.pred_iou_thresh, stability_thresh=seg.stability_thresh, min_area_px=seg.min_area_px,
-        duplicate_iou_thresh=seg.duplicate_iou, nested_thresh=seg.nested_containment,
-    )  # fmt: skip
+        pred_iou_thresh=seg.pred_iou_thresh,
+        stability_thresh=seg.stability_thresh,
+        min_area_px=seg.min_area_px,
+        duplicate_iou_thresh=seg.duplicate_iou,
+        nested_thresh=seg.nested_containment,
+    )
     segmenter: Segmenter
     if seg.backend == "hf":
         from spatialboost.extract.sam2_hf import HFSam2Segmenter
 
         segmenter = HFSam2Segmenter(
-            seg.model_path, device=device, dtype=cfg.dtype, batch_size=seg.batch_size,
-            points_per_side=seg.points_per_side, points_per_batch=seg.points_per_batch, mask_filter=mask_filter,
-        )  # fmt: skip
+            seg.model_path,
+            device=device,
+            dtype=cfg.dtype,
+            batch_size=seg.batch_size,
+            points_per_side=seg.points_per_side,
+            points_per_batch=seg.points_per_batch,
+            mask_filter=mask_filter,
+        )
     else:
         from spatialboost.extract.sam2_official import OfficialSam2Segmenter
 
         segmenter = OfficialSam2Segmenter(
-            seg.official_config, seg.model_path, device=device, dtype=cfg.dtype,
-            points_per_side=seg.points_per_side, points_per_batch=seg.points_per_batch, mask_filter=mask_filter,
-        )  # fmt: skip
+            seg.official_config,
+            seg.model_path,
+            device=device,
+            dtype=cfg.dtype,
+            points_per_side=seg.points_per_side,
+            points_per_batch=seg.points_per_batch,
+            mask_filter=mask_filter,
+        )
     lab = cfg.labeler
     labeler = OpenCLIPLabeler(
-        lab.model_name, lab.pretrained, device=device, dtype=cfg.dtype, batch_size=lab.batch_size,
+        lab.model_name,
+        lab.pretrained,
+        device=device,
+        dtype=cfg.dtype,
+        batch_size=lab.batch_size,
         templates=lab.templates,
-    )  # fmt: skip
+    )
     entries = read_manifest(data.manifest)
     refs = [ImageRef(entry.id, entry.uri, entry.size) for entry in entries]
     dataset = RGBDDataset(data.uri) if data.source == "world" else None
@@ -375,7 +427,13 @@ def _build_model_observer(cfg: ExtractConfig, data: DataConfig, device: str) -> 
         "labeler": _labeler_id(lab.model_name, lab.pretrained),
     }
     return ModelObserver(
-        depth, segmenter, labeler, lab.vocabulary, reader, min_label_score=lab.min_score, model_ids=model_ids
+        depth,
+        segmenter,
+        labeler,
+        vocabulary=lab.vocabulary,
+        reader=reader,
+        min_label_score=lab.min_score,
+        model_ids=model_ids,
     )
 
 

@@ -234,20 +234,22 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
         record_lines, quarantine_lines = nonblank_lines(records), nonblank_lines(quarantine)
         reasons = Counter(QuarantineRecord.from_json(line).reason for line in quarantine_lines)
         by_reason += reasons
-        shards.append({
-            "index": index,
-            "records": records.name,
-            "records_sha256": sha256_file(records),
-            "quarantine": quarantine.name,
-            "quarantine_sha256": sha256_file(quarantine),
-            "depth": depth.name,
-            "depth_sha256": sha256_file(depth),
-            "depth_bytes": depth.stat().st_size,
-            "n_records": len(record_lines),
-            "n_quarantined": len(quarantine_lines),
-            "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
-            "by_reason": dict(sorted(reasons.items())),
-        })  # fmt: skip
+        shards.append(
+            {
+                "index": index,
+                "records": records.name,
+                "records_sha256": sha256_file(records),
+                "quarantine": quarantine.name,
+                "quarantine_sha256": sha256_file(quarantine),
+                "depth": depth.name,
+                "depth_sha256": sha256_file(depth),
+                "depth_bytes": depth.stat().st_size,
+                "n_records": len(record_lines),
+                "n_quarantined": len(quarantine_lines),
+                "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
+                "by_reason": dict(sorted(reasons.items())),
+            }
+        )
     keys = ("n_records", "n_quarantined", "n_objects", "depth_bytes")
     totals = {key: sum(shard[key] for shard in shards) for key in keys}
     params_path = out_dir / PARAMS_NAME

@@ -210,8 +210,9 @@ def scene_conversation(
     record that says why the scene has none (QAQuarantineReason, or no turn of a required level)."""
 
     def quarantine(reason: str, detail: str) -> QuarantineRecord:
-        return QuarantineRecord(id=record.image_id, uri=record.image_uri, stage="synthesize", reason=reason,
-                                detail=detail)  # fmt: skip
+        return QuarantineRecord(
+            id=record.image_id, uri=record.image_uri, stage="synthesize", reason=reason, detail=detail
+        )
 
     depth = None
     if record.depth_map is not None:
@@ -309,12 +310,14 @@ def finalize(
                 merged.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
                 first = False
             shard_counts.append(_counts(records, read_jsonl(paths["quarantine"])))
-            entries.append({
-                "index": shard.index,
-                **{name: path.name for name, path in paths.items()},
-                **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
-                **shard_counts[-1],
-            })  # fmt: skip
+            entries.append(
+                {
+                    "index": shard.index,
+                    **{name: path.name for name, path in paths.items()},
+                    **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
+                    **shard_counts[-1],
+                }
+            )
         merged.write("\n]\n")
     stats = conversation_stats(sidecar)
     write_json_atomic(out_dir / "stats.json", stats)

@@ -131,6 +131,7 @@ def ambiguous(a: ObjectFacts, b: ObjectFacts) -> bool:
 def pixel_chains(
     probes: Sequence[PixelProbe],
     facts: SceneFacts,
+    *,
     margins: Margins,
     tol: ToleranceModel,
     draws: Draws,
@@ -167,10 +168,15 @@ def pixel_chains(
 
 def point_depth(probe: PixelProbe, obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="pixel", qtype="point_depth", answer_type="number", value=probe.depth_m,
-        tolerance=tol.point_depth(probe.depth_m, obj.confidence), object_ids=(probe.object_id,), probes=(probe,),
+        level="pixel",
+        qtype="point_depth",
+        answer_type="number",
+        value=probe.depth_m,
+        tolerance=tol.point_depth(probe.depth_m, obj.confidence),
+        object_ids=(probe.object_id,),
+        probes=(probe,),
         confidence=obj.confidence,
-    )  # fmt: skip
+    )
 
 
 def point_closer(
@@ -191,13 +197,25 @@ def point_closer(
         asked = "closer" if draws.flip() else "farther"
         value: Value = a_closer == (asked == "closer")
         return Question(
-            level="pixel", qtype="point_closer", answer_type="bool", value=value, asked=asked,
-            object_ids=(a.object_id, b.object_id), probes=(a, b), confidence=confidence,
-        )  # fmt: skip
+            level="pixel",
+            qtype="point_closer",
+            answer_type="bool",
+            value=value,
+            asked=asked,
+            object_ids=(a.object_id, b.object_id),
+            probes=(a, b),
+            confidence=confidence,
+        )
     return Question(
-        level="pixel", qtype="point_closer", answer_type="choice", value="A" if a_closer else "B", choices=("A", "B"),
-        object_ids=(a.object_id, b.object_id), probes=(a, b), confidence=confidence,
-    )  # fmt: skip
+        level="pixel",
+        qtype="point_closer",
+        answer_type="choice",
+        value="A" if a_closer else "B",
+        choices=("A", "B"),
+        object_ids=(a.object_id, b.object_id),
+        probes=(a, b),
+        confidence=confidence,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +291,7 @@ def _relation(
     qtype: QuestionType,
     a: ObjectFacts,
     b: ObjectFacts,
+    *,
     margin: float,
     scale_m: float,
     words: tuple[str, str],
@@ -284,51 +303,97 @@ def _relation(
         return None
     answer_type, value, asked, choices = _bool_or_choice(draws, words, words[0] if margin > 0 else words[1])
     return Question(
-        level="object", qtype=qtype, answer_type=answer_type, value=value, asked=asked, choices=choices,
-        object_ids=(a.object_id, b.object_id), confidence=min(a.confidence, b.confidence),
-    )  # fmt: skip
+        level="object",
+        qtype=qtype,
+        answer_type=answer_type,
+        value=value,
+        asked=asked,
+        choices=choices,
+        object_ids=(a.object_id, b.object_id),
+        confidence=min(a.confidence, b.confidence),
+    )
 
 
 def left_right(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Canonical x of the box centres; the margin is judged at the pair's mean distance."""
     scale = (a.distance_m + b.distance_m) / 2
-    return _relation("left_right", a, b, b.center[0] - a.center[0], scale, ("left", "right"), margins, draws)
+    return _relation(
+        "left_right",
+        a,
+        b,
+        margin=b.center[0] - a.center[0],
+        scale_m=scale,
+        words=("left", "right"),
+        margins=margins,
+        draws=draws,
+    )
 
 
 def above_below(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Canonical z of the box centres (heights), judged at the pair's mean distance."""
     scale = (a.distance_m + b.distance_m) / 2
-    return _relation("above_below", a, b, a.center[2] - b.center[2], scale, ("above", "below"), margins, draws)
+    return _relation(
+        "above_below",
+        a,
+        b,
+        margin=a.center[2] - b.center[2],
+        scale_m=scale,
+        words=("above", "below"),
+        margins=margins,
+        draws=draws,
+    )
 
 
 def front_behind(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Camera-to-centre distances, judged at the nearer one."""
     scale = min(a.distance_m, b.distance_m)
     return _relation(
-        "front_behind", a, b, b.distance_m - a.distance_m, scale, ("in front of", "behind"), margins, draws
+        "front_behind",
+        a,
+        b,
+        margin=b.distance_m - a.distance_m,
+        scale_m=scale,
+        words=("in front of", "behind"),
+        margins=margins,
+        draws=draws,
     )
 
 
 def object_distance(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="object", qtype="object_distance", answer_type="number", value=obj.distance_m,
-        tolerance=tol.object_distance(obj), object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_distance",
+        answer_type="number",
+        value=obj.distance_m,
+        tolerance=tol.object_distance(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 def object_height(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="object", qtype="object_height", answer_type="number", value=obj.size[2],
-        tolerance=tol.object_height(obj), object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_height",
+        answer_type="number",
+        value=obj.size[2],
+        tolerance=tol.object_height(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 def object_box(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     value = (*obj.center, *obj.size)
     return Question(
-        level="object", qtype="object_box", answer_type="box", value=value, tolerance=tol.object_box(obj),
-        object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_box",
+        answer_type="box",
+        value=value,
+        tolerance=tol.object_box(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +403,7 @@ def object_box(obj: ObjectFacts, tol: ToleranceModel) -> Question:
 def scene_chains(
     facts: SceneFacts,
     pairs: Sequence[tuple[ObjectFacts, ObjectFacts]],
+    *,
     margins: Margins,
     tol: ToleranceModel,
     draws: Draws,
@@ -407,10 +473,14 @@ def scene_chains(
 def distance_between(a: ObjectFacts, b: ObjectFacts, tol: ToleranceModel) -> Question:
     value = math.dist(a.center, b.center)
     return Question(
-        level="scene", qtype="distance_between", answer_type="number", value=value,
-        tolerance=tol.distance_between(a, b, value), object_ids=(a.object_id, b.object_id),
+        level="scene",
+        qtype="distance_between",
+        answer_type="number",
+        value=value,
+        tolerance=tol.distance_between(a, b, value),
+        object_ids=(a.object_id, b.object_id),
         confidence=min(a.confidence, b.confidence),
-    )  # fmt: skip
+    )
 
 
 def extreme_choice(
@@ -437,7 +507,11 @@ def extreme_choice(
     ids = tuple(o.object_id for o in options)
     members = options if anchor is None else [anchor, *options]
     return Question(
-        level="scene", qtype=qtype, answer_type="choice", value=LETTERS[best], choices=tuple(LETTERS[: len(options)]),
+        level="scene",
+        qtype=qtype,
+        answer_type="choice",
+        value=LETTERS[best],
+        choices=tuple(LETTERS[: len(options)]),
         object_ids=ids if anchor is None else (anchor.object_id, *ids),
         confidence=min(o.confidence for o in members),
-    )  # fmt: skip
+    )

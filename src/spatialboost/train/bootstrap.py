@@ -100,8 +100,17 @@ class WorldImages:
     objects: list[list[tuple[str, str]]]
     points: list[list[Point]]
 
-    def add(self, ref: str, rgb: np.ndarray, instances: np.ndarray, depth: np.ndarray,
-            annotation: dict[str, Any], cfg: SpatialBoostConfig, rng: np.random.Generator) -> None:  # fmt: skip
+    def add(
+        self,
+        ref: str,
+        *,
+        rgb: np.ndarray,
+        instances: np.ndarray,
+        depth: np.ndarray,
+        annotation: dict[str, Any],
+        cfg: SpatialBoostConfig,
+        rng: np.random.Generator,
+    ) -> None:
         min_px = cfg.bootstrap.encoder.min_visible_px
         self.refs.append(ref)
         self.images.append(rgb)
@@ -163,7 +172,15 @@ def pretraining_images(cfg: SpatialBoostConfig) -> WorldImages:
     for index in range(cfg.bootstrap.extra_scenes):
         ref = f"{EXTRA_SPLIT}-{index:06d}"
         rendering, annotation = render_image(world, EXTRA_SPLIT, index, ref)
-        images.add(ref, rendering.rgb, rendering.instances, rendering.depth, annotation, cfg, rng)
+        images.add(
+            ref,
+            rgb=rendering.rgb,
+            instances=rendering.instances,
+            depth=rendering.depth,
+            annotation=annotation,
+            cfg=cfg,
+            rng=rng,
+        )
     return images
 
 
@@ -185,7 +202,15 @@ def split_images(cfg: SpatialBoostConfig, split: str, limit: int | None) -> Worl
     images = WorldImages([], [], [], [])
     for image_id in dataset.ids(split)[:limit]:
         s = dataset.sample(image_id)
-        images.add(dataset.row(image_id).rgb, s.rgb, s.instances, s.depth, s.annotation, cfg, rng)
+        images.add(
+            dataset.row(image_id).rgb,
+            rgb=s.rgb,
+            instances=s.instances,
+            depth=s.depth,
+            annotation=s.annotation,
+            cfg=cfg,
+            rng=rng,
+        )
     return images
 
 
@@ -263,8 +288,16 @@ class BootstrapRun:
                 weight_decay=enc_cfg.weight_decay,
                 checkpoint_every=enc_cfg.checkpoint_every,
             )
-            result = pretrain_encoder(encoder, head, pixels, targets, loop_cfg, self.out / "runs" / "encoder",
-                                      self.tracker, self.progress)  # fmt: skip
+            result = pretrain_encoder(
+                encoder,
+                head,
+                pixels=pixels,
+                targets=targets,
+                cfg=loop_cfg,
+                out_dir=self.out / "runs" / "encoder",
+                tracker=self.tracker,
+                progress=self.progress,
+            )
             self.metrics["encoder"] = {
                 **_summary(result),
                 "parameters": sum(p.numel() for p in encoder.parameters()),
@@ -290,34 +323,75 @@ class BootstrapRun:
     def language_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]]) -> None:
         """(b): the LLM learns the language of its conversations, text only (no image yet)."""
         with self.timed("language"):
-            self.metrics["language"] = self._train(vlm, tokenizer, records, {}, self.cfg.bootstrap.language, "instruct", "language")
+            self.metrics["language"] = self._train(
+                vlm, tokenizer, records, images={}, phase=self.cfg.bootstrap.language, stage="instruct", name="language"
+            )
 
-    def align_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-                    images: dict[str, np.ndarray], test_images: WorldImages) -> None:  # fmt: skip
+    def align_phase(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        images: dict[str, np.ndarray],
+        test_images: WorldImages,
+    ) -> None:
         """(c): projector only, on captions; caption exact-match on the test split."""
         with self.timed("align"):
-            result = self._train(vlm, tokenizer, records, images, self.cfg.bootstrap.align, "align", "align")
+            result = self._train(
+                vlm, tokenizer, records, images=images, phase=self.cfg.bootstrap.align, stage="align", name="align"
+            )
             items = [(ref, CAPTION_PROMPTS[0], caption(objects), "caption", ())
                      for ref, objects in zip(test_images.refs, test_images.objects, strict=True)]  # fmt: skip
             self.metrics["align"] = {**result, "test": exact_match(vlm, tokenizer, items, images)}
             vlm.save(self.out / "vlm_align")
 
-    def instruct_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-                       images: dict[str, np.ndarray], test_images: WorldImages) -> None:  # fmt: skip
+    def instruct_phase(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        images: dict[str, np.ndarray],
+        test_images: WorldImages,
+    ) -> None:
         """(d): projector + LLM on non-spatial QA; exact-match on held-out questions; the saved VLM."""
         with self.timed("instruct"):
-            result = self._train(vlm, tokenizer, records, images, self.cfg.bootstrap.instruct, "instruct", "instruct")
+            result = self._train(
+                vlm,
+                tokenizer,
+                records,
+                images=images,
+                phase=self.cfg.bootstrap.instruct,
+                stage="instruct",
+                name="instruct",
+            )
             items = held_out_questions(self.cfg, test_images)
             self.metrics["instruct"] = {**result, "test": exact_match(vlm, tokenizer, items, images)}
             vlm.save(self.out / "vlm")
             tokenizer.save_pretrained(self.out / "vlm" / "language_model")
 
-    def _train(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-               images: dict[str, np.ndarray], phase: BootstrapPhase, stage: str, name: str) -> dict[str, Any]:  # fmt: skip
+    def _train(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        *,
+        images: dict[str, np.ndarray],
+        phase: BootstrapPhase,
+        stage: str,
+        name: str,
+    ) -> dict[str, Any]:
         loop_cfg = phase_loop_config(phase, stage, self.cfg.bootstrap.seed)
-        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=loop_cfg.max_length,
-                                      image_loader=images.__getitem__, cache_images=True)  # fmt: skip
-        result = train(vlm, dataset, loop_cfg, self.out / "runs" / name, self.tracker, self.progress, name=name)
+        dataset = ConversationDataset(
+            records,
+            tokenizer,
+            vlm.encoder.preprocess,
+            max_length=loop_cfg.max_length,
+            image_loader=images.__getitem__,
+            cache_images=True,
+        )
+        result = train(
+            vlm, dataset, loop_cfg, self.out / "runs" / name, tracker=self.tracker, progress=self.progress, name=name
+        )
         return {**_summary(result), "conversations": len(records), "n_trainable": result.trainable["n_trainable"]}
 
 

@@ -44,9 +44,12 @@ def check_devices(cfg: SpatialBoostConfig) -> None:
 
 
 def launch_train_processes(
-    params: str | Path, overrides: list[str], cfg: SpatialBoostConfig, env: dict[str, str] | None = None,
+    params: str | Path,
+    overrides: list[str],
+    cfg: SpatialBoostConfig,
+    env: dict[str, str] | None = None,
     stage: str = "boost",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run a training stage (boost; align or instruct) under torchrun with
     cfg.orchestration.train_nproc_per_node processes; returns rank 0's metrics. Its output streams
     to this process's stdout."""
