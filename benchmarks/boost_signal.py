@@ -29,7 +29,9 @@ import torch
 
 from spatialboost.config import load_config
 from spatialboost.evaluate.features import cached_features, crop_to_view, encoder_fingerprint, view_box
-from spatialboost.evaluate.probes import PatchTargets, depth_metrics, depth_patch_target, depth_probe, upsample_bilinear
+from spatialboost.evaluate.probe_metrics import depth_metrics, upsample_bilinear
+from spatialboost.evaluate.probe_targets import PatchTargets, depth_patch_target
+from spatialboost.evaluate.probes import depth_probe
 from spatialboost.evaluate.readers import SampleSet, read_world
 from spatialboost.evaluate.run import probe_options
 from spatialboost.models.dual_channel import dual_channel_layers, is_dual_channel

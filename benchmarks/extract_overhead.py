@@ -34,8 +34,9 @@ import torch
 from spatialboost.config import DataConfig, SpatialBoostConfig, WorldConfig
 from spatialboost.data import RGBDDataset, build_manifest_for
 from spatialboost.extract import pipeline
+from spatialboost.extract.factory import build_observer
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import ModelObserver, build_observer
+from spatialboost.extract.model_observer import ModelObserver
 from spatialboost.extract.pipeline import manifest_ids, run_extraction
 from spatialboost.world import render_dataset
 

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
 from spatialboost.extract.accuracy import evaluate_dataset
-from spatialboost.extract.observe import ObservationSource, build_observer
+from spatialboost.extract.factory import build_observer
 from spatialboost.extract.pipeline import (
     ShardReport,
     extract_shard,
@@ -21,6 +21,7 @@ from spatialboost.extract.pipeline import (
     shard_is_complete,
     write_sample_overlays,
 )
+from spatialboost.extract.protocols import ObservationSource
 from spatialboost.runtime import BuildOnce
 
 worker_observer: BuildOnce[ObservationSource] = BuildOnce(build_observer, maxsize=2)

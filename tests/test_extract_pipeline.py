@@ -23,9 +23,11 @@ from PIL import Image
 
 from spatialboost.config import DataConfig, ObjectGeometryConfig, SpatialBoostConfig, WorldConfig
 from spatialboost.data import RGBDDataset, WorldSource, build_manifest_for
+from spatialboost.data.exif import exif_focal_px
+from spatialboost.data.reader import ImageReader
 from spatialboost.data.records import ImageLimits
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import ImageReader, ModelObserver, Observation, ObservationFailure, exif_focal_px
+from spatialboost.extract.model_observer import ModelObserver
 from spatialboost.extract.overlay import BOX_EDGES, box_corners_cam, render_overlay
 from spatialboost.extract.pipeline import (
     extract_shard,
@@ -38,7 +40,7 @@ from spatialboost.extract.pipeline import (
     records_path,
     run_extraction,
 )
-from spatialboost.extract.protocols import DepthResult, Label, Mask
+from spatialboost.extract.protocols import DepthResult, Label, Mask, Observation, ObservationFailure
 from spatialboost.extract.records import (
     MaskRLE,
     QuarantineRecord,
@@ -585,7 +587,7 @@ def _model_config(out: Path, tiny: dict[str, Path], permissive: bool) -> Spatial
 def test_tiny_random_models_end_in_quarantine_not_crashes(
     world: Path, tiny_paths: dict[str, Path], tmp_path: Path, permissive: bool
 ) -> None:
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
 
     cfg = _model_config(tmp_path / "scenes", tiny_paths, permissive)
     data = DataConfig(source="world", uri=str(world), manifest=str(tmp_path / "m.jsonl"),

@@ -104,7 +104,7 @@ def test_dask_stage_refuses_the_ephemeral_api(capsys: pytest.CaptureFixture[str]
 def scenes_params(tmp_path: Path) -> Path:
     """A tiny world, its manifest and 3 shards of scene records (library calls, no flows)."""
     from spatialboost.data import build_manifest_for
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
     from spatialboost.extract.pipeline import manifest_ids, run_extraction
     from spatialboost.world import render_dataset
 

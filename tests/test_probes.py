@@ -18,20 +18,21 @@ from spatialboost.evaluate.features import (
     load_features,
     view_box,
 )
-from spatialboost.evaluate.probes import (
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probe_metrics import depth_metrics, upsample_bilinear
+from spatialboost.evaluate.probe_targets import (
     PatchTargets,
-    ProbeOptions,
-    ProbeResult,
-    classification_probe,
-    depth_metrics,
     depth_patch_target,
-    depth_probe,
     depth_targets,
-    probe_encoder,
     seg_patch_target,
     seg_targets,
+)
+from spatialboost.evaluate.probes import (
+    ProbeResult,
+    classification_probe,
+    depth_probe,
+    probe_encoder,
     segmentation_probe,
-    upsample_bilinear,
 )
 from spatialboost.evaluate.readers import IGNORE_INDEX, read_world
 from spatialboost.evaluate.report import depth_examples, plot_depth_examples
@@ -376,7 +377,8 @@ def test_ridge_depth_probe_recovers_linear_depth_and_needs_no_seeds() -> None:
 
 
 def test_position_only_floor_and_object_region() -> None:
-    from spatialboost.evaluate.probes import depth_regions, position_only_depth
+    from spatialboost.evaluate.probe_metrics import depth_regions
+    from spatialboost.evaluate.probes import position_only_depth
 
     rng = np.random.default_rng(1)
     # depth grows down the image the same way in every image (layout), plus a per-image offset

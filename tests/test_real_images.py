@@ -28,6 +28,8 @@ from PIL import Image
 
 from spatialboost.config import DataConfig, S3Config, SpatialBoostConfig, SynthesizeConfig, WorldConfig
 from spatialboost.data import RGBDDataset, build_manifest_for, decode_image, open_source, read_manifest
+from spatialboost.data.exif import FULL_FRAME_DIAGONAL_MM
+from spatialboost.data.reader import ImageReader
 from spatialboost.data.records import ImageLimits, ImageRef
 from spatialboost.extract.depth_maps import (
     DepthMapError,
@@ -40,7 +42,7 @@ from spatialboost.extract.depth_maps import (
     max_relative_error,
     write_depth_archive,
 )
-from spatialboost.extract.observe import FULL_FRAME_DIAGONAL_MM, ImageReader, ModelObserver
+from spatialboost.extract.model_observer import ModelObserver
 from spatialboost.extract.pipeline import manifest_ids, records_path, run_extraction
 from spatialboost.extract.protocols import DepthResult, Label, Mask
 from spatialboost.extract.records import QuarantineRecord, SceneRecord
@@ -456,7 +458,7 @@ def test_s3_images_through_extraction_synthesis_and_training(
 def test_tiny_depth_pro_depth_is_what_is_stored(folder: Path, world: RGBDDataset, tmp_path: Path) -> None:
     import open_clip
 
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
     from tests.tiny_models import OPENCLIP_NAME, save_constant_depth_pro, save_openclip, save_sam2_hf
 
     inverse_depth = 0.125

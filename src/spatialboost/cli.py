@@ -164,7 +164,7 @@ def extract(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Turn every image of data.manifest into a canonical 3D scene record (extract.output)."""
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
     from spatialboost.extract.pipeline import manifest_ids, run_extraction
 
     cfg = _load(params, overrides)

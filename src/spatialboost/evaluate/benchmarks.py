@@ -22,7 +22,7 @@ Each configured benchmark is read in its released layout (paths relative to its 
 Models are evaluated one at a time on cfg.device in the training precision (bf16 on GPU): the
 baseline is released before the boosted model loads. Per model: features of every image (or
 sliding window) are extracted in batches and cached per encoder fingerprint in shards of
-`shard_images` images; probe heads train on the cached features (probes.py's head grid, CPU);
+`shard_images` images; probe heads train on the cached features (head_grid.py, CPU);
 VQA answers are greedy and batched.
 
 Cost at the full protocols (ViT-L/14-336, float32 cache, 576 tokens x 1024 per window, 4.7 MB):
@@ -47,15 +47,9 @@ import torch
 
 from spatialboost.config import BenchmarksConfig, ProbeBenchmarkConfig, SpatialBoostConfig, VQABenchmarkConfig
 from spatialboost.evaluate.features import FeatureSet, cached_features, crop_to_view, encoder_fingerprint, patch_grid
-from spatialboost.evaluate.probes import (
-    PatchTargets,
-    ProbeOptions,
-    ProbeResult,
-    classification_probe,
-    dense_probe,
-    depth_patch_target,
-    seg_patch_target,
-)
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probe_targets import PatchTargets, depth_patch_target, seg_patch_target
+from spatialboost.evaluate.probes import ProbeResult, classification_probe, dense_probe
 from spatialboost.evaluate.protocols import (
     PROTOCOLS,
     ClassificationProtocol,

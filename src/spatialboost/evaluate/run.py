@@ -18,7 +18,8 @@ from spatialboost.evaluate.benchmarks import evaluate_benchmarks, free_device_me
 from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
 from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
 from spatialboost.evaluate.features import cached_features, encoder_fingerprint
-from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probes import ProbeResult, probe_encoder
 from spatialboost.evaluate.readers import SampleSet, read_world
 from spatialboost.evaluate.report import METRICS, VQA_KEYS, collect_metrics, depth_examples, metrics_json, write_report
 from spatialboost.evaluate.vqa import (

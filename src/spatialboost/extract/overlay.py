@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from spatialboost.extract.observe import Observation
+from spatialboost.extract.protocols import Observation
 from spatialboost.extract.records import ObjectRecord, SceneRecord
 from spatialboost.geometry import OrientedBox, project, valid_depth_mask
 from spatialboost.io import write_bytes_atomic

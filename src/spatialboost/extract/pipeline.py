@@ -49,7 +49,7 @@ from spatialboost.extract.depth_maps import (
     member_name,
     write_depth_archive,
 )
-from spatialboost.extract.observe import Observation, ObservationFailure, ObservationSource
+from spatialboost.extract.protocols import Observation, ObservationFailure, ObservationSource
 from spatialboost.extract.records import SCHEMA_VERSION, QuarantineRecord, SceneRecord
 from spatialboost.extract.scene import SceneFailure, build_scene, image_rng
 from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic

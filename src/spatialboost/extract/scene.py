@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from spatialboost.config import ObjectGeometryConfig
-from spatialboost.extract.observe import Observation
+from spatialboost.extract.protocols import Observation
 from spatialboost.extract.records import (
     CanonicalBox,
     DepthStats,

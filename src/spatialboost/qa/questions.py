@@ -418,26 +418,50 @@ def scene_chains(
     about) first.
     """
     objects = [o for o in facts.objects if not o.truncated]  # see candidate_pairs
-    distances: dict[frozenset, Question] = {}
+    distance = DistanceQuestions(tol)
+    singles: list[Chain] = [[q] for a, b in pairs[:MAX_OBJECT_PAIRS] if (q := distance(a, b)) is not None]
+    chains, anchored = anchor_chains(objects, distance, margins=margins, draws=draws, skips=skips, focus=focus)
+    singles += [[question] for question in anchored]
+    camera = closest_to_camera(objects, margins, draws, skips)
+    if camera is not None:
+        singles.append([camera])
+    ordered_chains = sorted(draws.shuffled(chains), key=lambda c: c[-1].object_ids[0] not in focus)
+    return ordered_chains + draws.shuffled(singles)
 
-    def distance(a: ObjectFacts, b: ObjectFacts) -> Question | None:
+
+class DistanceQuestions:
+    """The distance question of a pair of measurable objects, one per pair: chains that share a
+    pair share its question (None for a pair with an unmeasurable object)."""
+
+    def __init__(self, tol: ToleranceModel) -> None:
+        self.tol = tol
+        self.asked: dict[frozenset[int], Question] = {}
+
+    def __call__(self, a: ObjectFacts, b: ObjectFacts) -> Question | None:
         if not (a.measurable and b.measurable):
             return None
         key = frozenset((a.object_id, b.object_id))
-        if key not in distances:
-            distances[key] = distance_between(a, b, tol)
-        return distances[key]
+        if key not in self.asked:
+            self.asked[key] = distance_between(a, b, self.tol)
+        return self.asked[key]
 
-    singles: list[Chain] = []
-    for a, b in pairs[:MAX_OBJECT_PAIRS]:
-        question = distance(a, b)
-        if question is not None:
-            singles.append([question])
+
+def anchor_chains(
+    objects: Sequence[ObjectFacts],
+    distance: DistanceQuestions,
+    *,
+    margins: Margins,
+    draws: Draws,
+    skips: Skips,
+    focus: Sequence[int] = (),
+) -> tuple[list[Chain], list[Question]]:
+    """(chains, questions): for up to MAX_ANCHORS anchors (`focus` objects first), which of
+    ANCHOR_OPTIONS other objects is closest to (or farthest from) it; a chain when the anchor's
+    distances to all of them can be asked (they come first)."""
     chains: list[Chain] = []
-    anchors = sorted(draws.shuffled(objects), key=lambda o: o.object_id not in focus)
-    n_anchored = 0
-    for anchor in anchors:
-        if n_anchored == MAX_ANCHORS:
+    questions: list[Question] = []
+    for anchor in sorted(draws.shuffled(objects), key=lambda o: o.object_id not in focus):
+        if len(questions) == MAX_ANCHORS:
             break
         pool = [o for o in objects if o is not anchor]
         others = [pool[i] for i in draws.distinct(len(pool), ANCHOR_OPTIONS)]
@@ -451,23 +475,26 @@ def scene_chains(
         if question is None:
             skips.margin += 1
             continue
-        n_anchored += 1
-        singles.append([question])
+        questions.append(question)
         steps = [distance(anchor, o) for o in others]
         if all(step is not None for step in steps):
             chains.append([*steps, question])  # type: ignore[list-item]
+    return chains, questions
+
+
+def closest_to_camera(objects: Sequence[ObjectFacts], margins: Margins, draws: Draws, skips: Skips) -> Question | None:
+    """Which of up to CAMERA_OPTIONS objects (no two ambiguous) is closest to the camera; None
+    when fewer than two can be listed or no winner is decisive."""
     options: list[ObjectFacts] = []
     for obj in draws.shuffled(objects):
         if len(options) < CAMERA_OPTIONS and not any(ambiguous(obj, o) for o in options):
             options.append(obj)
-    if len(options) >= 2:
-        question = extreme_choice("closest_to_camera", None, options, margins, draws)
-        if question is None:
-            skips.margin += 1
-        else:
-            singles.append([question])
-    ordered_chains = sorted(draws.shuffled(chains), key=lambda c: c[-1].object_ids[0] not in focus)
-    return ordered_chains + draws.shuffled(singles)
+    if len(options) < 2:
+        return None
+    question = extreme_choice("closest_to_camera", None, options, margins, draws)
+    if question is None:
+        skips.margin += 1
+    return question
 
 
 def distance_between(a: ObjectFacts, b: ObjectFacts, tol: ToleranceModel) -> Question:
