@@ -1,4 +1,4 @@
-"""Tasks of the `bootstrap` stage (demo): train the small LVLM, or install its released copy."""
+"""Task of the `bootstrap` stage (demo): one library entry point (train/bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.train.bootstrap import run_bootstrap
-from spatialboost.train.release import install_release
+from spatialboost.train.bootstrap import run_bootstrap_stage
 
 
 @task(name="bootstrap", retries=0, cache_policy=NO_CACHE)
 def bootstrap_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Pre-train the demo's encoder and LLM, then align + instruct; returns the phase metrics."""
-    return run_bootstrap(cfg, cfg.bootstrap.output, progress=True)
-
-
-@task(name="install-bootstrap-release", retries=1, cache_policy=NO_CACHE)
-def install_release_task(cfg: SpatialBoostConfig) -> dict[str, Any]:
-    """Verify bootstrap.release against the configured recipe and copy it to bootstrap.output."""
-    return install_release(cfg, cfg.bootstrap.release, cfg.bootstrap.output)
+    """Skip (bootstrap.enabled false), install bootstrap.release (verified), or train the recipe."""
+    return run_bootstrap_stage(cfg)

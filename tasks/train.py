@@ -8,8 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from spatialboost.config import SpatialBoostConfig
-from spatialboost.train.launch import launch_train_processes
-from spatialboost.train.stage import run_train_stage, train_metrics
+from spatialboost.train.launch import run_boost_stage
 
 
 @task(name="train", retries=0, cache_policy=NO_CACHE)
@@ -19,6 +18,4 @@ def train_task(cfg: SpatialBoostConfig, params: str = "params.yaml", overrides: 
     orchestration.train_nproc_per_node > 1: under torchrun (params + overrides are handed on),
     and the metrics are rank 0's.
     """
-    if cfg.orchestration.train_nproc_per_node > 1:
-        return launch_train_processes(params, list(overrides or []), cfg)
-    return train_metrics(cfg, run_train_stage(cfg, progress=True))
+    return run_boost_stage(cfg, params, list(overrides or []), progress=True)

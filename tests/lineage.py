@@ -549,7 +549,12 @@ def config_reads(entry_module: str, skip: set[str] = frozenset()) -> Reads:  # t
 
 # --- dvc.yaml against the code -------------------------------------------------------------------------
 
-RUNNER_PLUMBING = {"flows._stage.run_stage", "flows._stage.visible_gpus", "flows._stage.task_resources"}
+RUNNER_PLUMBING = {
+    "flows._stage.run_stage",
+    "flows._stage.visible_gpus",
+    "flows._stage.task_resources",
+    "flows._stage.submit_shards",
+}
 """Where a stage's runner is chosen (threads, Dask, Ray; GPUs per worker): reads there decide how
 the work is spread, never what it writes (a test checks Dask against threads byte for byte)."""
 

@@ -43,7 +43,7 @@ from spatialboost.extract.depth_maps import (
     write_depth_archive,
 )
 from spatialboost.extract.model_observer import ModelObserver
-from spatialboost.extract.pipeline import manifest_ids, records_path, run_extraction
+from spatialboost.extract.pipeline import extract_images, manifest_ids, records_path
 from spatialboost.extract.protocols import DepthResult, Label, Mask
 from spatialboost.extract.records import QuarantineRecord, SceneRecord
 from spatialboost.qa.formats import read_jsonl
@@ -205,7 +205,7 @@ def _model_observer(cfg: SpatialBoostConfig, world: RGBDDataset) -> ModelObserve
 def run_chain(cfg: SpatialBoostConfig, world: RGBDDataset) -> tuple[list[SceneRecord], dict, dict]:
     """manifest -> extraction -> synthesis; returns the scene records, the extract and synthesize summaries."""
     build_manifest_for(cfg.data, progress=False)
-    extracted = run_extraction(cfg, manifest_ids(cfg.data.manifest), _model_observer(cfg, world), progress=False)
+    extracted = extract_images(cfg, manifest_ids(cfg.data.manifest), _model_observer(cfg, world), progress=False)
     synthesized = synthesize(cfg.extract.output, cfg.synthesize, cfg.data.uri, progress=False)
     records = [SceneRecord.from_json(line) for path in sorted(Path(cfg.extract.output).glob("shard-?????.jsonl"))
                for line in path.read_text().splitlines()]  # fmt: skip
@@ -269,7 +269,7 @@ def test_folder_of_jpegs_gets_all_three_levels(folder: Path, world: RGBDDataset,
     scenes, qa = _tree_bytes(cfg.extract.output), _tree_bytes(cfg.synthesize.output)
     records_path(cfg.extract.output, 1).unlink()
     (Path(cfg.extract.output) / ".shard-00001.jsonl.999.tmp").write_text('{"partial')
-    again = run_extraction(cfg, manifest_ids(data.manifest), _model_observer(cfg, world), progress=False)
+    again = extract_images(cfg, manifest_ids(data.manifest), _model_observer(cfg, world), progress=False)
     assert again["n_shards_skipped"] == again["n_shards"] - 1 and _tree_bytes(cfg.extract.output) == scenes
     shard_paths(cfg.synthesize.output, 1)["sidecar"].unlink()
     shard_paths(cfg.synthesize.output, 1)["llava"].write_text("[partial")
@@ -479,7 +479,7 @@ def test_tiny_depth_pro_depth_is_what_is_stored(folder: Path, world: RGBDDataset
     build_manifest_for(data, progress=False)
     ids = manifest_ids(data.manifest)[:4]
     with torch_threads(1):
-        run_extraction(cfg, ids, build_observer(cfg.extract, data, device="cpu"), progress=False)
+        extract_images(cfg, ids, build_observer(cfg.extract, data, device="cpu"), progress=False)
     records = [SceneRecord.from_json(line) for line in records_path(cfg.extract.output, 0).read_text().splitlines()]
     assert records, "random masks on a wall still give scenes"
     maps = DepthMaps()

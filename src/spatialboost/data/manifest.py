@@ -95,6 +95,19 @@ def build_manifest(
     )
 
 
+def run_manifest_stage(cfg: DataConfig, progress: bool = False) -> dict[str, Any]:
+    """The `manifest` stage, what `spatialboost data manifest` and flows/manifest.py both run:
+    data.manifest and data.quarantine written; returns metrics/manifest.json."""
+    return build_manifest_for(cfg, progress).as_dict()
+
+
+def manifest_preflight(cfg: DataConfig) -> str | None:
+    """The user's mistakes, as one line, before the stage starts (None: ready)."""
+    from spatialboost.data.sources import source_problem
+
+    return cfg.watch_problem() or source_problem(cfg)
+
+
 def build_manifest_for(cfg: DataConfig, progress: bool = True) -> ManifestReport:
     """The manifest stage's entry point: `build_manifest` over the source and limits `cfg` names."""
     return build_manifest(open_source(cfg), ImageLimits.from_config(cfg), cfg.manifest, cfg.quarantine, progress)

@@ -17,6 +17,7 @@ from spatialboost.data.rgbd import RGBDDataset
 from spatialboost.extract.ground_truth import GroundTruthObserver
 from spatialboost.extract.model_observer import ModelObserver
 from spatialboost.extract.protocols import ObservationSource, Segmenter
+from spatialboost.runtime import BuildOnce
 
 if TYPE_CHECKING:
     from spatialboost.config import DataConfig, ExtractConfig
@@ -43,6 +44,12 @@ def build_observer(cfg: ExtractConfig, data: DataConfig, device: str = "auto") -
     if cfg.backend == "models":
         return _build_model_observer(cfg, data, resolve_device(device))
     raise ValueError(f"unknown extract backend {cfg.backend!r} (known: ground_truth, models)")
+
+
+shared_observer: BuildOnce[ObservationSource] = BuildOnce(build_observer, maxsize=2)
+"""shared_observer(extract, data, device): the observer of this process. Models load once per
+worker process, not once per shard, and under one lock: threads of a worker never build two at
+once (a concurrent bf16 `from_pretrained` gave mixed-dtype models) nor use a half-built one."""
 
 
 def _build_model_observer(cfg: ExtractConfig, data: DataConfig, device: str) -> ModelObserver:

@@ -32,7 +32,8 @@ Outputs under `out_dir`:
     runs/         the loop's checkpoints and per-phase results
     metrics.json  wall times, losses and held-out scores of every phase
 
-    metrics = run_bootstrap(load_config("params.yaml"), "models/bootstrap")
+    metrics = run_bootstrap_stage(cfg)     # the stage: skipped, installed from the release, or trained
+    metrics = run_bootstrap(load_config("params.yaml"), "models/bootstrap")   # train the recipe
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from spatialboost.models.encoders import Dinov2Encoder, VisionEncoder
 from spatialboost.models.tokenizer import IMAGE_TOKEN, build_generation_prompt, train_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads
+from spatialboost.skipping import mark_skipped, skip_reason
 from spatialboost.train.bootstrap_data import (
     CAPTION_PROMPTS,
     Point,
@@ -79,6 +81,7 @@ from spatialboost.train.bootstrap_encoder import (
 )
 from spatialboost.train.data import ConversationDataset
 from spatialboost.train.loop import MetricsLogger, TrainResult, train
+from spatialboost.train.release import install_release
 from spatialboost.train.spatial_text import rendered_sample, spatial_conversations
 from spatialboost.world.dataset import render_image
 
@@ -119,6 +122,19 @@ class WorldImages:
 
     def lookup(self) -> dict[str, np.ndarray]:
         return dict(zip(self.refs, self.images, strict=True))
+
+
+def run_bootstrap_stage(cfg: SpatialBoostConfig) -> dict[str, Any]:
+    """The `bootstrap` stage, what `spatialboost bootstrap run` and flows/bootstrap.py both run:
+    with bootstrap.enabled false (the paper profile) a SKIPPED.json marker and metrics saying why;
+    with bootstrap.release set that release, verified against the configured recipe, installed
+    into bootstrap.output; else the recipe trained there. Returns metrics/bootstrap.json."""
+    reason = skip_reason(cfg, "bootstrap")
+    if reason:
+        return mark_skipped(cfg.bootstrap.output, "bootstrap", reason)
+    if cfg.bootstrap.release:
+        return install_release(cfg, cfg.bootstrap.release, cfg.bootstrap.output)
+    return run_bootstrap(cfg, cfg.bootstrap.output, progress=True)
 
 
 def run_bootstrap(
