@@ -68,7 +68,7 @@ def _quarantined(tmp_path: Path) -> list[dict]:
 
 def test_the_cli_runs_the_same_stage_as_the_flow(prefect_harness: None, tiny_params: Path, tmp_path: Path) -> None:
     """One way through each stage: `spatialboost extract` and the extract flow call the same
-    library entry point and write the same metrics (here the second run resumes every shard)."""
+    library entry point and give the same summary (here the second run resumes every shard)."""
     from typer.testing import CliRunner
 
     from spatialboost.cli import app
@@ -79,7 +79,6 @@ def test_the_cli_runs_the_same_stage_as_the_flow(prefect_harness: None, tiny_par
     result = CliRunner().invoke(app, ["extract", "--params", str(tiny_params), "--no-progress"])
     assert result.exit_code == 0, result.output
     cli_metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    assert json.loads((tmp_path / "metrics" / "extract.json").read_text()) == cli_metrics
     assert cli_metrics["n_shards_skipped"] == cli_metrics["n_shards"]
 
     def same(metrics: dict) -> dict:

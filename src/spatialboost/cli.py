@@ -9,8 +9,9 @@ entry point and prints what it did; `--help` works on every command.
 
 Every stage of dvc.yaml has its command: hub (`hub fetch`: the downloads), world (`world render`),
 manifest (`data manifest`), extract, synthesize, bootstrap (`bootstrap run`), train, evaluate,
-register; each calls the stage's one library entry point, the same its flow calls, and writes the
-same metrics file. align and instruct run `python -m spatialboost.train --stage align|instruct`.
+register; each calls the stage's one library entry point, the same its flow calls, and prints the
+summary the flow writes to metrics/<stage>.json. align and instruct run
+`python -m spatialboost.train --stage align|instruct`.
 
 Every failure a user can cause (a bad params file or override, a missing folder, an unreachable
 S3 endpoint, a missing AWS profile, ...) ends in one line on stderr naming the file or the key
@@ -102,11 +103,8 @@ def _load(params: Path, overrides: list[str] | None) -> SpatialBoostConfig:
     return load_config(params, overrides or [])
 
 
-def _stage_done(cfg: SpatialBoostConfig, stage: str, metrics: dict[str, Any]) -> None:
-    """What a stage's flow does last: its metrics file (orchestration.metrics_dir/<stage>.json); printed too."""
-    from spatialboost.io import write_stage_metrics
-
-    write_stage_metrics(cfg.orchestration.metrics_dir, stage, metrics)
+def _stage_done(metrics: dict[str, Any]) -> None:
+    """A stage's summary, the one its flow writes to metrics/<stage>.json (`dvc repro` owns that file)."""
     typer.echo(json.dumps(metrics))
 
 
@@ -149,11 +147,11 @@ def world_render(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The `world` stage: render the world dataset (train + test splits) into world.root, resuming
-    if interrupted; metrics/world.json."""
+    if interrupted; prints metrics/world.json's summary."""
     from spatialboost.world.dataset import run_world_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "world", run_world_stage(cfg.world, progress=progress))
+    _stage_done(run_world_stage(cfg.world, progress=progress))
 
 
 @data_app.command("manifest")
@@ -164,11 +162,11 @@ def data_manifest(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The `manifest` stage: read every image of data.source, write the manifest and the quarantine
-    records; metrics/manifest.json."""
+    records; prints what metrics/manifest.json holds."""
     from spatialboost.data.manifest import run_manifest_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "manifest", run_manifest_stage(cfg.data, progress))
+    _stage_done(run_manifest_stage(cfg.data, progress))
 
 
 @app.command("extract")
@@ -179,11 +177,12 @@ def extract(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The `extract` stage: every image of data.manifest into a canonical 3D scene record
-    (extract.output), resuming; with ground truth at hand its accuracy; metrics/extract.json."""
+    (extract.output), resuming; with ground truth at hand its accuracy; prints what
+    metrics/extract.json holds."""
     from spatialboost.extract.pipeline import run_extract_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "extract", run_extract_stage(cfg, progress=progress))
+    _stage_done(run_extract_stage(cfg, progress=progress))
 
 
 @app.command("synthesize")
@@ -194,11 +193,12 @@ def synthesize(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The `synthesize` stage: every scene record into a multi-turn spatial conversation
-    (synthesize.output), resuming; with ground truth at hand every answer checked; metrics/synthesize.json."""
+    (synthesize.output), resuming; with ground truth at hand every answer checked; prints what
+    metrics/synthesize.json holds."""
     from spatialboost.qa.pipeline import run_synthesize_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "synthesize", run_synthesize_stage(cfg, progress=progress))
+    _stage_done(run_synthesize_stage(cfg, progress=progress))
 
 
 @bootstrap_app.command("run")
@@ -206,11 +206,11 @@ def synthesize(
 def bootstrap_run(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
     """The `bootstrap` stage: skipped (bootstrap.enabled false), installed from bootstrap.release
     (verified against the recipe), or trained into bootstrap.output (-S bootstrap.release=null);
-    metrics/bootstrap.json."""
+    prints what metrics/bootstrap.json holds."""
     from spatialboost.train.bootstrap import run_bootstrap_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "bootstrap", run_bootstrap_stage(cfg))
+    _stage_done(run_bootstrap_stage(cfg))
 
 
 @bootstrap_app.command("release")
@@ -248,33 +248,33 @@ def train(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The `train` stage: the boost (train.stage) from train.init into train.output, resumable, on
-    orchestration.train_nproc_per_node processes; metrics/train.json."""
+    orchestration.train_nproc_per_node processes; prints what metrics/train.json holds."""
     from spatialboost.train.launch import run_boost_stage
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "train", run_boost_stage(cfg, params, overrides or [], progress=progress))
+    _stage_done(run_boost_stage(cfg, params, overrides or [], progress=progress))
 
 
 @app.command("evaluate")
 @_clean_errors
 def evaluate(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
     """The `evaluate` stage: baseline vs boosted, probes on frozen features and spatial VQA (or the
-    paper's benchmarks), the report in evaluate.output; metrics/evaluate.json."""
+    paper's benchmarks), the report in evaluate.output; prints what metrics/evaluate.json holds."""
     from spatialboost.evaluate.run import evaluate_pipeline
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "evaluate", evaluate_pipeline(cfg)["metrics"])
+    _stage_done(evaluate_pipeline(cfg)["metrics"])
 
 
 @app.command("register")
 @_clean_errors
 def register(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
     """The `register` stage: one MLflow run of the pipeline, the boosted encoder a new registry
-    version (candidate; champion if it beats the current one); metrics/register.json."""
+    version (candidate; champion if it beats the current one); prints what metrics/register.json holds."""
     from spatialboost.register import register_pipeline
 
     cfg = _load(params, overrides)
-    _stage_done(cfg, "register", register_pipeline(cfg))
+    _stage_done(register_pipeline(cfg))
 
 
 ParamsFileOpt = Annotated[Path, typer.Option("--params", "-p", help="the active params file")]
