@@ -29,7 +29,9 @@ import torch
 
 from spatialboost.config import load_config
 from spatialboost.evaluate.features import cached_features, crop_to_view, encoder_fingerprint, view_box
-from spatialboost.evaluate.probes import PatchTargets, depth_metrics, depth_patch_target, depth_probe, upsample_bilinear
+from spatialboost.evaluate.probe_metrics import depth_metrics, upsample_bilinear
+from spatialboost.evaluate.probe_targets import PatchTargets, depth_patch_target
+from spatialboost.evaluate.probes import depth_probe
 from spatialboost.evaluate.readers import SampleSet, read_world
 from spatialboost.evaluate.run import probe_options
 from spatialboost.models.dual_channel import dual_channel_layers, is_dual_channel
@@ -94,8 +96,17 @@ def probe_regions(
     vlm.eval()
     encoder, options = vlm.encoder, probe_options(cfg)
     fingerprint = encoder_fingerprint(encoder)
-    ftrain, ftest = (cached_features(encoder, s.ids, s.image, cfg.evaluate.cache_dir, f"{s.name}/{s.split}",
-                                     fingerprint=fingerprint) for s in (train, test))  # fmt: skip
+    ftrain, ftest = (
+        cached_features(
+            encoder,
+            s.ids,
+            s.image,
+            cache_dir=cfg.evaluate.cache_dir,
+            dataset=f"{s.name}/{s.split}",
+            fingerprint=fingerprint,
+        )
+        for s in (train, test)
+    )
     depth_range = train.depth_range or (1e-3, float("inf"))
     train_depths, _ = view_truth(train, encoder)
     pairs = [depth_patch_target(d, ftrain.grid, depth_range) for d in train_depths]
@@ -105,7 +116,9 @@ def probe_regions(
     with torch_threads(options.threads):
         # depth_probe fits and scores in one call: each region refits the same seeded heads (seconds here)
         for name, depths in regions(test_depths, test_objects, near).items():
-            result = depth_probe(ftrain, targets, ftest, depths, options, depth_range)
+            result = depth_probe(
+                ftrain, targets, test=ftest, test_depths=depths, options=options, depth_range=depth_range
+            )
             out["probe"][name] = result.summary
             out["position_only"][name] = position_only(targets, depths, depth_range)
     return out, ftest

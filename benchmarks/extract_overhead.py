@@ -6,7 +6,7 @@ The model path (ModelObserver: Depth Pro -> SAM 2 (hf) -> OpenCLIP, then geometr
 atomic shard writes) runs on CPU over world images with the tiny random models of
 tests/tiny_models.py. Each backend's public call (`estimate`, `segment`, `label`) is wrapped
 in a perf_counter timer; "forward" time is the time inside those calls (pre/post-processing
-of the backends included), "overhead" is the rest of `run_extraction`'s wall time: image
+of the backends included), "overhead" is the rest of `extract_images`'s wall time: image
 reading and decoding, geometry (`build_scene`), serialisation and writes. Target: overhead
 under 10% of wall time.
 
@@ -34,9 +34,10 @@ import torch
 from spatialboost.config import DataConfig, SpatialBoostConfig, WorldConfig
 from spatialboost.data import RGBDDataset, build_manifest_for
 from spatialboost.extract import pipeline
+from spatialboost.extract.factory import build_observer
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import ModelObserver, build_observer
-from spatialboost.extract.pipeline import manifest_ids, run_extraction
+from spatialboost.extract.model_observer import ModelObserver
+from spatialboost.extract.pipeline import extract_images, manifest_ids
 from spatialboost.world import render_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,10 +111,10 @@ def time_model_path(work: Path, world: Path, tiny: dict[str, Path], ids: list[st
     pipeline.build_scene = timers.wrap("build_scene", original_build)  # the name pipeline calls
     try:
         warm = model_config(work / f"warm-{outlier_removal}", tiny, outlier_removal)
-        run_extraction(warm, ids[:2], observer, progress=False)  # first-call initialisation
+        extract_images(warm, ids[:2], observer, progress=False)  # first-call initialisation
         timers.reset()
         start = time.perf_counter()
-        summary = run_extraction(cfg, ids, observer, progress=False)
+        summary = extract_images(cfg, ids, observer, progress=False)
         wall = time.perf_counter() - start
     finally:
         pipeline.build_scene = original_build
@@ -145,7 +146,7 @@ def time_ground_truth(work: Path, world: Path, ids: list[str], repeats: int) -> 
     for k in range(repeats):
         cfg = SpatialBoostConfig.model_validate({"extract": {"output": str(work / f"gt-{k}"), "n_overlays": 0}})
         start = time.perf_counter()
-        summary = run_extraction(cfg, ids, GroundTruthObserver(dataset), progress=False)
+        summary = extract_images(cfg, ids, GroundTruthObserver(dataset), progress=False)
         runs.append(time.perf_counter() - start)
     best = min(runs)
     return {"n_images": len(ids), "wall_s": best, "per_image_ms": 1000 * best / len(ids),
@@ -168,7 +169,7 @@ def markdown(result: dict) -> str:
         f"torch {m['torch']} on CPU ({m['torch_threads']} threads). {result['n_images']} world images of "
         f"{result['size']}, tiny random models (tests/tiny_models.py), SAM 2 grid 16x16, filters opened wide.",
         "Forward = time inside `estimate` / `segment` / `label` (backend pre/post-processing included);",
-        "overhead = the rest of `run_extraction` (read + decode, `build_scene`, records, atomic writes).",
+        "overhead = the rest of `extract_images` (read + decode, `build_scene`, records, atomic writes).",
         f"Target: overhead < {TARGET_OVERHEAD:.0%}. Tiny models make forwards nearly free, so the share is",
         "pessimistic: real checkpoints put the same overhead beside forwards hundreds of times longer.",
         "",

@@ -122,7 +122,7 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
                         global_batch_size=32, micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
     data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=512,
                                image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
-    result = train(vlm, data, loop, Path(args.out) / "run", None, False, name="point_reference")
+    result = train(vlm, data, loop, Path(args.out) / "run", tracker=None, progress=False, name="point_reference")
     vlm.eval()
     vlm.save(Path(args.out) / "vlm")  # for `locality` on boost conversations
     tokenizer.save_pretrained(Path(args.out) / "vlm" / "language_model")

@@ -9,9 +9,11 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from prefect import Flow
+from prefect import Flow, Task
+from prefect.futures import as_completed
 from prefect.settings import get_current_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from tqdm import tqdm
 
 from spatialboost.config import ConfigError, OrchestrationConfig, SpatialBoostConfig, load_config
 from spatialboost.errors import describe_error, exit_code
@@ -69,6 +71,15 @@ def task_runner(cfg: OrchestrationConfig, gpus: Sequence[str] = ()) -> TaskRunne
         return RayTaskRunner(address=cfg.address)
     init = {"num_cpus": cfg.max_workers} | ({"num_gpus": min(len(gpus), cfg.max_workers)} if gpus else {})
     return RayTaskRunner(init_kwargs=init)
+
+
+def submit_shards(task: Task[..., Any], cfg: Any, jobs: Sequence[tuple[Any, ...]], desc: str) -> list[Any]:
+    """Run `task(cfg, *job)` for every job on the flow's task runner, all at once; the results in
+    job order (a progress bar counts them as they finish)."""
+    futures = [task.submit(cfg, *job) for job in jobs]
+    for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="shard"):
+        pass
+    return [future.result() for future in futures]
 
 
 def local_gpu_cluster(gpus: Sequence[str]) -> Any:
@@ -144,9 +155,13 @@ def _log_failures_without_tracebacks() -> None:
 
 
 def run_stage(
-    flow: Flow[..., Any], description: str, argv: list[str] | None = None, fan_out: bool = False,
-    check: Callable[[SpatialBoostConfig], str | None] | None = None, uses_gpu: bool = False,
-) -> Any:  # fmt: skip
+    flow: Flow[..., Any],
+    description: str,
+    argv: list[str] | None = None,
+    fan_out: bool = False,
+    check: Callable[[SpatialBoostConfig], str | None] | None = None,
+    uses_gpu: bool = False,
+) -> Any:
     """Parse `--params` / `--set`, validate the config, and run `flow`.
 
     Only fan-out stages (`fan_out=True`: many independent shard tasks) use the configured runner;

@@ -56,8 +56,17 @@ def ablations_flow(
     try:
         for i, variant in enumerate(todo, 1):
             expected = apply_overrides(raw, list(variant.overrides))
-            done = next((e for e in earlier if e["name"].startswith(f"{variant.exp_name}-") and e["params"] == expected
-                         and e["metrics"].get("evaluate") and e["metrics"].get("train")), None)  # fmt: skip
+            done = next(
+                (
+                    e
+                    for e in earlier
+                    if e["name"].startswith(f"{variant.exp_name}-")
+                    and e["params"] == expected
+                    and e["metrics"].get("evaluate")
+                    and e["metrics"].get("train")
+                ),
+                None,
+            )
             if done is not None:
                 logger.info("variant %d/%d: %s: reusing experiment %s", i, len(todo), variant.label, done["name"])
                 metrics = done["metrics"]

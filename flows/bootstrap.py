@@ -12,22 +12,15 @@ from prefect import flow
 
 from flows._stage import run_stage
 from spatialboost.config import load_config
-from spatialboost.skipping import skip_reason
-from tasks.metrics import mark_skipped_task, write_metrics
-from tasks.train import bootstrap_task, install_release_task
+from tasks.bootstrap import bootstrap_task
+from tasks.metrics import write_metrics
 
 
 @flow(name="bootstrap")
 def bootstrap_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write bootstrap.output (encoder/, vlm/) and metrics/bootstrap.json."""
+    """Write bootstrap.output (encoder/, vlm/) and metrics/bootstrap.json (run_bootstrap_stage)."""
     cfg = load_config(params, overrides)
-    reason = skip_reason(cfg, "bootstrap")
-    if reason:
-        metrics = mark_skipped_task(cfg.bootstrap.output, "bootstrap", reason)
-    elif cfg.bootstrap.release:
-        metrics = install_release_task(cfg)
-    else:
-        metrics = bootstrap_task(cfg)
+    metrics = bootstrap_task(cfg)
     write_metrics(cfg.orchestration.metrics_dir, "bootstrap", metrics)
     return metrics
 

@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows._stage import run_stage
 from spatialboost.config import load_config
-from spatialboost.data.sources import source_problem
+from spatialboost.data.manifest import manifest_preflight
 from tasks.data import build_manifest_task
 from tasks.metrics import write_metrics
 
@@ -23,4 +23,4 @@ def manifest_flow(params: str = "params.yaml", overrides: list[str] | None = Non
 
 
 if __name__ == "__main__":
-    run_stage(manifest_flow, __doc__, check=lambda cfg: cfg.data.watch_problem() or source_problem(cfg.data))
+    run_stage(manifest_flow, __doc__, check=lambda cfg: manifest_preflight(cfg.data))

@@ -2,46 +2,30 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.futures import as_completed
-from tqdm import tqdm
 
-from flows._stage import run_stage
-from spatialboost.config import SpatialBoostConfig, load_config
+from flows._stage import run_stage, submit_shards
+from spatialboost.config import load_config
+from spatialboost.qa.pipeline import QAShard, run_synthesize_stage, synthesize_preflight
 from tasks.metrics import write_metrics
-from tasks.synthesize import check_answers, finalize_synthesis, plan_synthesis, synthesize_shard_task
+from tasks.synthesize import synthesize_shard_task
 
 
 @flow(name="synthesize")
 def synthesize_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write the conversations into synthesize.output (resumable); with ground truth at hand
-    (data.source = world) every answer is also checked against it."""
+    """Write the conversations into synthesize.output (run_synthesize_stage, resumable), one
+    Prefect task per shard; with ground truth at hand every answer is also checked against it."""
     cfg = load_config(params, overrides)
-    start = time.perf_counter()
-    shards = plan_synthesis(cfg)
-    futures = [synthesize_shard_task.submit(cfg, shard) for shard in shards]
-    reports = [
-        f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="synthesize shards", unit="shard")
-    ]
-    metrics = finalize_synthesis(cfg, shards, sorted(reports, key=lambda r: r.get("index", 0)))
-    if cfg.data.source == "world" and cfg.extract.backend == "ground_truth":
-        checked = check_answers(cfg)
-        metrics["checker"] = {key: value for key, value in checked.items() if key != "examples"}
-    metrics["seconds"] = round(time.perf_counter() - start, 2)
+
+    def run_shards(shards: list[QAShard]) -> list[dict[str, Any]]:
+        return submit_shards(synthesize_shard_task, cfg, [(shard,) for shard in shards], desc="synthesize shards")
+
+    metrics = run_synthesize_stage(cfg, run_shards=run_shards)
     write_metrics(cfg.orchestration.metrics_dir, "synthesize", metrics)
     return metrics
 
 
-def _preflight(cfg: SpatialBoostConfig) -> str | None:
-    """A missing extraction output, as one line, before a task starts."""
-    if not Path(cfg.extract.output).is_dir():
-        return f"extract.output: {cfg.extract.output} does not exist (run the extract stage first: dvc repro extract)"
-    return None
-
-
 if __name__ == "__main__":
-    run_stage(synthesize_flow, __doc__, fan_out=True, check=_preflight)
+    run_stage(synthesize_flow, __doc__, fan_out=True, check=synthesize_preflight)

@@ -1,4 +1,4 @@
-"""Tasks of the `manifest` stage."""
+"""Task of the `manifest` stage: one library entry point (data/manifest.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 from prefect import task
 
 from spatialboost.config import DataConfig
-from spatialboost.data import build_manifest_for
+from spatialboost.data.manifest import run_manifest_stage
 
 
 @task(name="build-manifest", retries=1, retry_delay_seconds=2)
 def build_manifest_task(cfg: DataConfig, progress: bool = True) -> dict[str, Any]:
     """Inspect every image of the configured source; write manifest + quarantine; return counts."""
-    return build_manifest_for(cfg, progress).as_dict()
+    return run_manifest_stage(cfg, progress)

@@ -14,8 +14,9 @@ from spatialboost.train.lvlm_stage import lvlm_skip_reason, run_lvlm_stage
 
 
 @task(name="lvlm-stage", retries=0, cache_policy=NO_CACHE)
-def lvlm_stage_task(cfg: SpatialBoostConfig, phase: str, params: str = "params.yaml",
-                    overrides: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+def lvlm_stage_task(
+    cfg: SpatialBoostConfig, phase: str, params: str = "params.yaml", overrides: list[str] | None = None
+) -> dict[str, Any]:
     """Train (or skip, or reuse) `phase` for cfg.lvlm.encoder; a resumable run, so a retry by hand
     continues. orchestration.train_nproc_per_node > 1: under torchrun, rank 0's metrics."""
     if cfg.orchestration.train_nproc_per_node > 1 and lvlm_skip_reason(cfg, phase) is None:  # type: ignore[arg-type]

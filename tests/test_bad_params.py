@@ -276,7 +276,7 @@ def runtime_cases(tmp: Path) -> dict[str, tuple[list[str], dict[str, str], str]]
         "no AWS credentials": (["data", "manifest", *s3, "-S", "data.s3.endpoint_url=http://127.0.0.1:9", *out], QUIET_AWS,
                                "no usable AWS credentials"),
         "missing manifest": (["extract", "-S", f"data.uri={ROOT / 'tests'}", "-S", f"data.manifest={tmp / 'none.jsonl'}",
-                              "-S", "extract.backend=ground_truth", "--no-progress"], {}, "dataset.json"),
+                              "-S", "extract.backend=ground_truth", "--no-progress"], {}, f"{tmp / 'none.jsonl'}"),
         "missing scenes": (["synthesize", "-S", f"extract.output={tmp / 'noscenes'}", "--no-progress"], {},
                            f"{tmp / 'noscenes'}: no such folder of scene shards"),
         "unknown profile": (["profile", "use", "nosuch", "-p", str(tmp / "p.yaml")], {}, "no profile 'nosuch'"),

@@ -230,7 +230,7 @@ def test_paper_profile_evaluates_every_benchmark_for_baseline_and_boosted(paper_
     marker = json.loads((Path(cfg.evaluate.bench_dir) / SKIP_FILE).read_text())
     assert marker["skipped"] is True and "evaluate.benchmarks is set" in marker["reason"]
     assert sorted(p.name for p in Path(cfg.evaluate.bench_dir).iterdir()) == [SKIP_FILE]
-    from tasks.register import numeric_metrics
+    from spatialboost.register import numeric_metrics
 
     assert "boosted.blink.relative_depth_acc.mean" in numeric_metrics(metrics)  # the paper profile's champion metric
 

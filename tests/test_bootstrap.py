@@ -45,19 +45,22 @@ def one_thread() -> Iterator[None]:
 
 def tiny_config(world_root: Path) -> SpatialBoostConfig:
     """A world of 12 + 4 scenes at 64 px and models of hidden 32: seconds per phase."""
-    phase = {"epochs": 1, "lr": 3e-3, "global_batch_size": 8, "micro_batch_size": 4, "warmup_ratio": 0.0}
+    phase = {
+        "epochs": 1, "lr": 3e-3, "global_batch_size": 8, "micro_batch_size": 4, "warmup_ratio": 0.0,
+        "checkpoint_every": 0, "max_length": 200,
+    }
     return validate_config({
         "world": {"root": str(world_root), "n_train": 12, "n_test": 4, "width": 64, "height": 64, "objects_per_scene": [2, 4]},
         "bootstrap": {
             "extra_scenes": 4, "eval_scenes": 4, "language_conversations": 8, "questions_per_image": 2,
             "spatial_text_scenes": 3,
             "encoder": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                        "epochs": 2, "batch_size": 8, "min_visible_px": 10},
+                        "epochs": 2, "batch_size": 8, "min_visible_px": 10, "checkpoint_every": 0},
             "llm": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400,
                     "max_position_embeddings": 256},
             "language": phase, "align": phase, "instruct": {**phase, "epochs": 2},
         },
-        "train": {"checkpoint_every": 0, "max_length": 200},
+        "train": {"max_length": 8, "epochs": 9},  # the boost's settings: no bootstrap phase reads them
     })  # fmt: skip
 
 
@@ -254,6 +257,11 @@ def test_a_released_bootstrap_installs_verified_and_refuses_another_recipe(first
     assert not (tmp_path / "elsewhere").exists()
     reversed_turns = validate_config({**cfg.model_dump(mode="json"), "synthesize": {**cfg.synthesize.model_dump(mode="json"), "order": "reversed"}})
     assert verify_release(reversed_turns, release) == manifest  # the turn-order ablation keeps the release (spatial text is forward)
+    boost = validate_config({**cfg.model_dump(mode="json"), "train": {**cfg.train.model_dump(mode="json"), "lr": 0.5}})
+    assert verify_release(boost, release) == manifest  # a boost setting is no bootstrap setting
+    fewer = validate_config({**cfg.model_dump(mode="json"), "extract": {**cfg.extract.model_dump(mode="json"), "min_objects": 3}})
+    with pytest.raises(ReleaseMismatch, match=r"extract\.min_objects"):  # its spatial-text scenes extract with it
+        verify_release(fewer, release)
     (release / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="sha256"):
         verify_release(cfg, release)

@@ -14,8 +14,7 @@ import pytest
 
 from spatialboost.config import ObjectGeometryConfig
 from spatialboost.extract.crops import mask_bbox
-from spatialboost.extract.observe import Observation
-from spatialboost.extract.protocols import Label, Mask
+from spatialboost.extract.protocols import Label, Mask, Observation
 from spatialboost.extract.records import Provenance, SceneRecord
 from spatialboost.extract.scene import build_scene
 from spatialboost.geometry import CompletionParams, complete_box

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from spatialboost.models.dual_channel import (
-    ATTENTION_NAMES,
     DualChannelAttention,
     add_dual_channel,
     dual_channel_layers,
@@ -51,7 +50,7 @@ def test_identity_at_initialisation(family: str) -> None:
     report = add_dual_channel(encoder)
     assert report.n_layers == encoder.num_layers == 2
     assert len(dual_channel_layers(encoder)) == 2
-    assert all(isinstance(getattr(b, ATTENTION_NAMES[family]), DualChannelAttention) for b in encoder.blocks)
+    assert all(isinstance(getattr(b, encoder.attention_name), DualChannelAttention) for b in encoder.blocks)
     assert (gate_values(encoder) == 0.5).all()  # a = 0 -> alpha = 0.5
     assert (_all_states(encoder, pixels) - before).abs().max() <= ATOL
     assert (encoder(pixels).patch_tokens - final_before).abs().max() <= ATOL
@@ -201,3 +200,13 @@ def test_wraps_any_signature() -> None:
     layer = DualChannelAttention(Plain(), dim=4)
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(layer(x, scale=2.0), layer.attn(x, scale=2.0))
+
+
+def test_every_encoder_family_names_its_attention_in_its_adapter() -> None:
+    """A new family touches encoders.py only: its adapter names the block's attention (what
+    dual-channel attention wraps) and the projections LoRA adapts."""
+    from spatialboost.models.encoders import ENCODER_FAMILIES
+
+    for family, adapter in ENCODER_FAMILIES.items():
+        assert isinstance(adapter.attention_name, str) and adapter.attention_name, family
+        assert adapter.lora_targets and all(isinstance(t, str) for t in adapter.lora_targets), family

@@ -71,7 +71,8 @@ def test_evaluate_pipeline_writes_metrics_and_report(pipeline: SpatialBoostConfi
 
 
 def test_register_makes_version_1_candidate_and_champion(pipeline: SpatialBoostConfig, tmp_path: Path) -> None:
-    from tasks.register import numeric_metrics, qa_hash, register_task
+    from spatialboost.register import numeric_metrics, qa_hash
+    from tasks.register import register_task
 
     metrics_dir = Path(pipeline.orchestration.metrics_dir)
     metrics_dir.mkdir(parents=True, exist_ok=True)

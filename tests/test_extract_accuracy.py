@@ -17,7 +17,7 @@ from spatialboost.config import ObjectGeometryConfig, WorldConfig
 from spatialboost.data import RGBDDataset
 from spatialboost.extract.accuracy import TARGETS, evaluate_extraction
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import Observation, ObservationFailure
+from spatialboost.extract.protocols import Observation, ObservationFailure
 
 WORLD = WorldConfig(n_train=0, n_test=40, width=96, height=96, seed=0)
 GEOMETRY = ObjectGeometryConfig()

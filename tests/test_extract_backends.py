@@ -267,6 +267,34 @@ def test_depth_pro_rejects_mismatched_arguments(depth_estimator, images) -> None
         depth_estimator.estimate([images[0].astype(np.float32)], [None])
 
 
+@pytest.mark.parametrize("backend", ["depth_pro", "sam2_hf"])
+def test_backends_load_local_files_only(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading never downloads: every from_pretrained of a backend asks for local files only."""
+    import transformers
+
+    names = {"depth_pro": ("DepthProImageProcessor", "DepthProForDepthEstimation"), "sam2_hf": ("Sam2Processor", "Sam2Model")}
+    asked: list[dict] = []
+
+    class Refused(Exception):
+        pass
+
+    def record(cls: type, path: str, **kwargs: object) -> None:
+        asked.append(kwargs)
+        if len(asked) == 2:
+            raise Refused
+        return None
+
+    for name in names[backend]:
+        monkeypatch.setattr(getattr(transformers, name), "from_pretrained", classmethod(record))
+    if backend == "depth_pro":
+        from spatialboost.extract.depth_pro import DepthProEstimator as Backend
+    else:
+        from spatialboost.extract.sam2_hf import HFSam2Segmenter as Backend
+    with pytest.raises(Refused):
+        Backend("org/not-a-local-folder")
+    assert len(asked) == 2 and all(kwargs.get("local_files_only") is True for kwargs in asked)
+
+
 # ---------------------------------------------------------------- SAM 2 (transformers)
 
 

@@ -23,22 +23,24 @@ from PIL import Image
 
 from spatialboost.config import DataConfig, ObjectGeometryConfig, SpatialBoostConfig, WorldConfig
 from spatialboost.data import RGBDDataset, WorldSource, build_manifest_for
+from spatialboost.data.exif import exif_focal_px
+from spatialboost.data.reader import ImageReader
 from spatialboost.data.records import ImageLimits
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import ImageReader, ModelObserver, Observation, ObservationFailure, exif_focal_px
+from spatialboost.extract.model_observer import ModelObserver
 from spatialboost.extract.overlay import BOX_EDGES, box_corners_cam, render_overlay
 from spatialboost.extract.pipeline import (
+    extract_images,
     extract_shard,
     extraction_params,
     finalize,
     manifest_ids,
     overlay_sample,
     plan_shards,
-    prepare_output,
     records_path,
-    run_extraction,
+    scene_shards,
 )
-from spatialboost.extract.protocols import DepthResult, Label, Mask
+from spatialboost.extract.protocols import DepthResult, Label, Mask, Observation, ObservationFailure
 from spatialboost.extract.records import (
     MaskRLE,
     QuarantineRecord,
@@ -297,24 +299,24 @@ def test_resume_after_a_kill_gives_identical_bytes(dataset: RGBDDataset, tmp_pat
     ids = dataset.ids()
     observer = GroundTruthObserver(dataset)
     full = tmp_path / "full"
-    summary = run_extraction(_config(full), ids, observer, progress=False)
+    summary = extract_images(_config(full), ids, observer, progress=False)
     assert summary["n_shards"] == 4 and summary["n_shards_skipped"] == 0
     assert summary["n_records"] + summary["n_quarantined"] == len(ids)
 
     # A killed run: shards 0-1 written, shard 2 died mid-write (a temporary left behind), no manifest.
     killed = tmp_path / "killed"
     with pytest.raises(RuntimeError, match="worker killed"):
-        run_extraction(_config(killed), ids, _Crashing(dataset, at=ids[6]), progress=False)
+        extract_images(_config(killed), ids, _Crashing(dataset, at=ids[6]), progress=False)
     (killed / ".shard-00002.jsonl.4242.tmp").write_text('{"partial')
     (killed / "shard-00002.quarantine.jsonl").write_text("")
     (killed / "shard-00002.depth.zip").write_bytes(b"PK partial")  # written before the records: not complete
-    resumed = run_extraction(_config(killed), ids, observer, progress=False)
+    resumed = extract_images(_config(killed), ids, observer, progress=False)
     assert resumed["n_shards_skipped"] == 2
     assert _tree_bytes(killed) == _tree_bytes(full)
 
     # Deleting the last shard and rerunning recomputes only that one, to the same bytes.
     records_path(killed, 3).unlink()
-    again = run_extraction(_config(killed), ids, observer, progress=False)
+    again = extract_images(_config(killed), ids, observer, progress=False)
     assert again["n_shards_skipped"] == 3 and _tree_bytes(killed) == _tree_bytes(full)
 
     manifest = json.loads((full / "manifest.json").read_text())
@@ -326,19 +328,19 @@ def test_fan_out_in_any_order_gives_the_same_bytes(dataset: RGBDDataset, tmp_pat
     ids, observer = dataset.ids(), GroundTruthObserver(dataset)
     cfg = _config(tmp_path / "fan_out")
     shards = plan_shards(ids, cfg.extract.shard_size)
-    prepare_output(cfg.extract.output, len(shards), extraction_params(cfg, observer.backend))
+    scene_shards(cfg.extract.output).prepare(range(len(shards)), extraction_params(cfg, shards))
     for index in reversed(range(len(shards))):  # as parallel workers might finish
         report = extract_shard(observer, shards[index], index, cfg.extract, cfg.extract.output, seed=cfg.seed)
         assert report.n_records + report.n_quarantined == len(shards[index])
     finalize(cfg.extract.output, len(shards))
-    run_extraction(_config(tmp_path / "serial"), ids, observer, progress=False)
+    extract_images(_config(tmp_path / "serial"), ids, observer, progress=False)
     assert _tree_bytes(tmp_path / "fan_out") == _tree_bytes(tmp_path / "serial")
 
 
 def test_a_crash_inside_a_shard_leaves_no_partial_shard(dataset: RGBDDataset, tmp_path: Path) -> None:
     out = tmp_path / "scenes"
     with pytest.raises(RuntimeError, match="worker killed"):
-        run_extraction(_config(out), dataset.ids(), _Crashing(dataset, at="test-000007"), progress=False)
+        extract_images(_config(out), dataset.ids(), _Crashing(dataset, at="test-000007"), progress=False)
     assert records_path(out, 0).exists() and records_path(out, 1).exists()
     assert not records_path(out, 2).exists() and not (out / "manifest.json").exists()
     assert not list(out.glob(".*.tmp"))
@@ -347,9 +349,9 @@ def test_a_crash_inside_a_shard_leaves_no_partial_shard(dataset: RGBDDataset, tm
 def test_a_changed_id_list_recomputes_stale_shards(dataset: RGBDDataset, tmp_path: Path) -> None:
     observer = GroundTruthObserver(dataset)
     out = tmp_path / "scenes"
-    run_extraction(_config(out), dataset.ids(), observer, progress=False)
+    extract_images(_config(out), dataset.ids(), observer, progress=False)
     fewer = dataset.ids()[1:5]
-    summary = run_extraction(_config(out), fewer, observer, progress=False)
+    summary = extract_images(_config(out), fewer, observer, progress=False)
     assert summary["n_shards_skipped"] == 0 and summary["n_shards"] == 2
     assert sorted(p.name for p in out.glob("shard-*")) == [
         "shard-00000.depth.zip", "shard-00000.jsonl", "shard-00000.quarantine.jsonl",
@@ -399,7 +401,7 @@ def test_bad_images_end_in_quarantine_and_shards_complete(
     root, expected = broken_world
     dataset = RGBDDataset(root)
     out = tmp_path / "scenes"
-    summary = run_extraction(_config(out), dataset.ids(), GroundTruthObserver(dataset), progress=False)
+    summary = extract_images(_config(out), dataset.ids(), GroundTruthObserver(dataset), progress=False)
     quarantined = {q.id: q for q in _read_quarantine(out)}
     assert {image_id: q.reason for image_id, q in quarantined.items()} == expected
     assert all(q.stage == "extract" and q.detail and q.uri.startswith("file://") for q in quarantined.values())
@@ -449,7 +451,7 @@ def test_overlay_draws_boxes_where_the_objects_are(
     image = render_overlay(obs, record)
     assert image.dtype == np.uint8 and image.shape[2] == 3 and image.shape[1] > 2 * image.shape[0] - 100
     out = tmp_path / "scenes"
-    summary = run_extraction(_config(out, n_overlays=2), dataset.ids(), GroundTruthObserver(dataset), progress=False)
+    summary = extract_images(_config(out, n_overlays=2), dataset.ids(), GroundTruthObserver(dataset), progress=False)
     assert summary["n_overlays"] == 2 and len(list((out / "overlays").glob("*.png"))) == 2
     assert overlay_sample(list("abcdefghij"), 3) == ["a", "f", "j"] and overlay_sample(["a"], 3) == ["a"]
 
@@ -507,8 +509,15 @@ def _reader(world: Path, with_dataset: bool = True) -> ImageReader:
 
 def test_model_observer_funnel_with_exact_backends(world: Path, dataset: RGBDDataset, tmp_path: Path) -> None:
     oracle = OracleBackends(dataset, focal_only={2}, no_masks={5})
-    observer = ModelObserver(oracle, oracle, oracle, ("cube", "ball", "cone"), _reader(world), min_label_score=0.5,
-                             model_ids={"depth": "oracle"})  # fmt: skip
+    observer = ModelObserver(
+        oracle,
+        oracle,
+        oracle,
+        vocabulary=("cube", "ball", "cone"),
+        reader=_reader(world),
+        min_label_score=0.5,
+        model_ids={"depth": "oracle"},
+    )
     ids = [*dataset.ids()[:6], "not-in-manifest"]
     results = observer.observe(ids)
     assert [r.image_id for r in results] == ids
@@ -531,7 +540,7 @@ def test_model_observer_funnel_with_exact_backends(world: Path, dataset: RGBDDat
         for obj in record.objects:  # same masks, same depth: same boxes
             np.testing.assert_allclose(obj.box.center, by_area[obj.mask_area_px].box.center, atol=1e-3)
     # and through the pipeline: every id in exactly one file
-    run_extraction(_config(tmp_path / "out"), ids, observer, progress=False)
+    extract_images(_config(tmp_path / "out"), ids, observer, progress=False)
     assert len(_read_records(tmp_path / "out")) + len(_read_quarantine(tmp_path / "out")) == len(ids)
 
 
@@ -578,7 +587,7 @@ def _model_config(out: Path, tiny: dict[str, Path], permissive: bool) -> Spatial
 def test_tiny_random_models_end_in_quarantine_not_crashes(
     world: Path, tiny_paths: dict[str, Path], tmp_path: Path, permissive: bool
 ) -> None:
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
 
     cfg = _model_config(tmp_path / "scenes", tiny_paths, permissive)
     data = DataConfig(source="world", uri=str(world), manifest=str(tmp_path / "m.jsonl"),
@@ -587,7 +596,7 @@ def test_tiny_random_models_end_in_quarantine_not_crashes(
     ids = manifest_ids(data.manifest)[:6]
     observer = build_observer(cfg.extract, data, device="cpu")
     assert isinstance(observer, ModelObserver)
-    summary = run_extraction(cfg, ids, observer, progress=False)
+    summary = extract_images(cfg, ids, observer, progress=False)
     records, quarantined = _read_records(tmp_path / "scenes"), _read_quarantine(tmp_path / "scenes")
     assert sorted([r.image_id for r in records] + [q.id for q in quarantined]) == sorted(ids)
     assert summary["n_records"] == len(records)

@@ -4,7 +4,7 @@
 default dtype: one thread restores float32 while the other still creates parameters, giving a
 Depth Pro of mixed bf16/fp32 parameters ("expected scalar type BFloat16 but found Float") and,
 as often, a process left with bf16 as its default dtype (measured here: 5 of 10 concurrent
-loads of the tiny Depth Pro). The extract tasks build their observer through `worker_observer`,
+loads of the tiny Depth Pro). The extract tasks build their observer through `shared_observer`,
 once per worker process and under one lock; this test repeats the two-thread run.
 """
 
@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from spatialboost.config import SpatialBoostConfig, validate_config
-from tasks.extract import extract_shard_task, plan_extraction, worker_observer
+from spatialboost.extract.factory import shared_observer
+from spatialboost.extract.pipeline import plan_extraction
+from tasks.extract import extract_shard_task
 
 TRIALS = 5
 
@@ -74,31 +76,31 @@ def _model_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
 def test_two_bf16_threads_build_the_models_once_and_fully_cast(setup: tuple[Path, dict], tmp_path: Path) -> None:
     root, raw = setup
     builds: list[int] = []
-    real_build = worker_observer._build
+    real_build = shared_observer._build
 
     def counting_build(*key: object) -> object:
         builds.append(threading.get_ident())
         return real_build(*key)
 
-    worker_observer._build = counting_build
+    shared_observer._build = counting_build
     try:
         for trial in range(TRIALS):
-            worker_observer.clear()
+            shared_observer.clear()
             cfg: SpatialBoostConfig = validate_config({**raw, "extract": {**raw["extract"], "output": str(tmp_path / f"t{trial}")}})
             from spatialboost.extract.pipeline import manifest_ids
 
-            shards = plan_extraction.fn(cfg, manifest_ids(cfg.data.manifest))
+            shards = plan_extraction(cfg, manifest_ids(cfg.data.manifest))
             assert len(shards) == 2
             reports, errors = _extract_in_two_threads(cfg, shards)
             assert errors == [], f"trial {trial}: {errors}"
             assert sorted(reports) == [0, 1] and all(report is not None for report in reports.values())
             assert torch.get_default_dtype() == torch.float32, f"trial {trial}: the default dtype was left changed"
-            observer = worker_observer(cfg.extract, cfg.data, cfg.device)
+            observer = shared_observer(cfg.extract, cfg.data, cfg.device)
             for name, model in (("depth", observer.depth_estimator.model), ("segmenter", observer.segmenter.model),
                                 ("labeler", observer.labeler.model)):  # fmt: skip
                 assert _model_dtypes(model) == {torch.bfloat16}, f"trial {trial}: {name} has {_model_dtypes(model)}"
         assert len(builds) == TRIALS  # one build per trial (per worker), not one per thread
     finally:
-        worker_observer._build = real_build
-        worker_observer.clear()
+        shared_observer._build = real_build
+        shared_observer.clear()
         torch.set_default_dtype(torch.float32)

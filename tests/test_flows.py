@@ -22,7 +22,10 @@ def tiny_params(tmp_path: Path) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["world"].update(root=str(tmp_path / "world"), n_train=5, n_test=3, width=48, height=40, shard_size=3)
     params["data"].update(
-        uri=str(tmp_path / "world"), manifest=str(tmp_path / "manifest.jsonl"), quarantine=str(tmp_path / "q.jsonl")
+        uri=str(tmp_path / "world"),
+        watch=str(tmp_path / "world"),
+        manifest=str(tmp_path / "manifest.jsonl"),
+        quarantine=str(tmp_path / "q.jsonl"),
     )
     params["orchestration"]["metrics_dir"] = str(tmp_path / "metrics")
     params["extract"].update(output=str(tmp_path / "scenes"), shard_size=4, n_overlays=2)
@@ -61,3 +64,47 @@ def test_world_then_manifest_flows_produce_the_dataset_and_metrics(
 
 def _quarantined(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for path in (tmp_path / "scenes").glob("*.quarantine.jsonl") for line in path.read_text().splitlines()]
+
+
+def test_the_cli_runs_the_same_stage_as_the_flow(prefect_harness: None, tiny_params: Path, tmp_path: Path) -> None:
+    """One way through each stage: `spatialboost extract` and the extract flow call the same
+    library entry point and give the same summary (here the second run resumes every shard)."""
+    from typer.testing import CliRunner
+
+    from spatialboost.cli import app
+
+    world_flow(params=str(tiny_params))
+    manifest_flow(params=str(tiny_params))
+    flow_metrics = extract_flow(params=str(tiny_params))
+    result = CliRunner().invoke(app, ["extract", "--params", str(tiny_params), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    cli_metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert cli_metrics["n_shards_skipped"] == cli_metrics["n_shards"]
+
+    def same(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k not in {"seconds", "n_shards_skipped"}}
+
+    assert same(cli_metrics) == same(flow_metrics)
+
+
+STAGE_COMMANDS = [
+    ["hub", "fetch"],
+    ["world", "render"],
+    ["data", "manifest"],
+    ["extract"],
+    ["synthesize"],
+    ["bootstrap", "run"],
+    ["train"],
+    ["evaluate"],
+    ["register"],
+]
+
+
+@pytest.mark.parametrize("command", STAGE_COMMANDS)
+def test_every_stage_has_a_command_with_help(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from spatialboost.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "--params" in result.output, result.output

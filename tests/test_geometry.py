@@ -250,7 +250,7 @@ def test_ransac_recovers_pitch_roll_and_height(pitch, roll, height):
     rng = np.random.default_rng(0)
     rendering = render(pitch, roll, height)
     points = scene_points(rendering, rng, noise_m=0.005)
-    frame = canonical_frame(points, None, np.random.default_rng(1))
+    frame = canonical_frame(points, None, rng=np.random.default_rng(1))
     assert frame.source == "ransac_plane"
     assert abs(frame.pitch_deg - pitch) < 0.5 and abs(frame.roll_deg - roll) < 0.5
     assert frame.camera_height_m == pytest.approx(height, abs=0.02)
@@ -262,7 +262,7 @@ def test_ransac_recovers_pitch_roll_and_height(pitch, roll, height):
 def test_dataset_gravity_is_exact_and_plane_gives_height():
     pitch, roll, height = -18.0, 6.0, 1.4
     points = scene_points(render(pitch, roll, height), np.random.default_rng(0), noise_m=0.005)
-    frame = canonical_frame(points, gravity_from_pitch_roll(pitch, roll), np.random.default_rng(1))
+    frame = canonical_frame(points, gravity_from_pitch_roll(pitch, roll), rng=np.random.default_rng(1))
     assert frame.source == "dataset_gravity"
     assert frame.pitch_deg == pytest.approx(pitch, abs=1e-9)
     assert frame.roll_deg == pytest.approx(roll, abs=1e-9)
@@ -271,7 +271,7 @@ def test_dataset_gravity_is_exact_and_plane_gives_height():
 
 
 def test_dataset_gravity_without_plane_puts_origin_at_camera():
-    frame = canonical_frame(np.zeros((0, 3)), gravity_from_pitch_roll(-10, 0), np.random.default_rng(0))
+    frame = canonical_frame(np.zeros((0, 3)), gravity_from_pitch_roll(-10, 0), rng=np.random.default_rng(0))
     assert frame.source == "dataset_gravity" and frame.camera_height_m is None
     assert "height unknown" in frame.reason
     np.testing.assert_allclose(frame.translation, 0.0)
@@ -279,7 +279,7 @@ def test_dataset_gravity_without_plane_puts_origin_at_camera():
 
 def test_nan_gravity_means_unknown():
     points = scene_points(render(-15.0, 3.0, 1.5), np.random.default_rng(0))
-    frame = canonical_frame(points, np.full(3, np.nan), np.random.default_rng(0))
+    frame = canonical_frame(points, np.full(3, np.nan), rng=np.random.default_rng(0))
     assert frame.source == "ransac_plane"
 
 
@@ -298,7 +298,7 @@ def test_nan_gravity_means_unknown():
 def test_no_plane_falls_back_to_camera_with_reason(points):
     found = fit_ground_plane_ransac(points, np.random.default_rng(0))
     assert isinstance(found, NoGroundPlane) and found.reason
-    frame = canonical_frame(points, None, np.random.default_rng(0))
+    frame = canonical_frame(points, None, rng=np.random.default_rng(0))
     assert frame.source == "fallback_camera" and frame.plane is None
     assert "no ground plane" in frame.reason and found.reason in frame.reason
     np.testing.assert_allclose(frame.rotation, rotation_cam_from_canonical(0.0, 0.0).T, atol=1e-12)
@@ -497,7 +497,7 @@ def test_boxes_recovered_from_ransac_scene():
     visible-surface box is the box; the amodal one rests on the ground and is never smaller."""
     rendering = render(-15.0, 5.0, 1.6)
     points = scene_points(rendering, np.random.default_rng(0), noise_m=0.003)
-    frame = canonical_frame(points, None, np.random.default_rng(1))
+    frame = canonical_frame(points, None, rng=np.random.default_rng(1))
     for k, box in enumerate(BOXES, start=1):
         measured = measure_object(object_points(rendering, k), frame)
         length, width, yaw = gt_length_width_yaw(box)
@@ -579,7 +579,7 @@ def test_boxes_degenerate_inputs():
 
 
 def test_measure_object_rejects_no_valid_depth():
-    frame = canonical_frame(np.zeros((0, 3)), None, np.random.default_rng(0))
+    frame = canonical_frame(np.zeros((0, 3)), None, rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="no point with valid depth"):
         measure_object(np.full((7, 3), np.nan), frame)
     with pytest.raises(ValueError, match="no point with valid depth"):
@@ -633,8 +633,8 @@ def test_horizontal_flip_of_rendered_scene_swaps_left_right_only():
     rendering = render(-15.0, 5.0, 1.6)
     points = scene_points(rendering, np.random.default_rng(0), noise_m=0.003)
     objects_cam = [object_points(rendering, k) for k in range(1, len(BOXES) + 1)]
-    frame = canonical_frame(points, None, np.random.default_rng(1))
-    flipped_frame = canonical_frame(_flip(points), None, np.random.default_rng(1))
+    frame = canonical_frame(points, None, rng=np.random.default_rng(1))
+    flipped_frame = canonical_frame(_flip(points), None, rng=np.random.default_rng(1))
     assert flipped_frame.roll_deg == pytest.approx(-frame.roll_deg, abs=1e-9)
     objects = _measure_all(objects_cam, frame)
     flipped = _measure_all([_flip(p) for p in objects_cam], flipped_frame)
@@ -657,8 +657,8 @@ def test_horizontal_flip_property(seed, pitch, roll):
     objects_cam = _random_objects(rng)
     gravity = gravity_from_pitch_roll(pitch, roll)
     empty = np.zeros((0, 3))
-    frame = canonical_frame(empty, gravity, rng)
-    flipped_frame = canonical_frame(empty, _flip(gravity), rng)
+    frame = canonical_frame(empty, gravity, rng=rng)
+    flipped_frame = canonical_frame(empty, _flip(gravity), rng=rng)
     objects = _measure_all(objects_cam, frame)
     flipped = _measure_all([_flip(p) for p in objects_cam], flipped_frame)
     _assert_flip_swaps_left_right_only(objects, flipped, frame.camera_position, flipped_frame.camera_position)
@@ -669,7 +669,7 @@ def test_horizontal_flip_property(seed, pitch, roll):
 def test_scaling_scales_distances_and_sizes(seed, k, pitch, roll):
     rng = np.random.default_rng(seed)
     objects_cam = _random_objects(rng)
-    frame = canonical_frame(np.zeros((0, 3)), gravity_from_pitch_roll(pitch, roll), rng)
+    frame = canonical_frame(np.zeros((0, 3)), gravity_from_pitch_roll(pitch, roll), rng=rng)
     objects = _measure_all(objects_cam, frame)
     scaled = _measure_all([p * k for p in objects_cam], frame)
     for o, s in zip(objects, scaled, strict=True):

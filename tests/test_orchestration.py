@@ -104,8 +104,8 @@ def test_dask_stage_refuses_the_ephemeral_api(capsys: pytest.CaptureFixture[str]
 def scenes_params(tmp_path: Path) -> Path:
     """A tiny world, its manifest and 3 shards of scene records (library calls, no flows)."""
     from spatialboost.data import build_manifest_for
-    from spatialboost.extract.observe import build_observer
-    from spatialboost.extract.pipeline import manifest_ids, run_extraction
+    from spatialboost.extract.factory import build_observer
+    from spatialboost.extract.pipeline import extract_images, manifest_ids
     from spatialboost.world import render_dataset
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -120,7 +120,7 @@ def scenes_params(tmp_path: Path) -> Path:
     cfg = load_config(path)
     render_dataset(cfg.world, Path(cfg.world.root), progress=False)
     build_manifest_for(cfg.data, progress=False)
-    run_extraction(
+    extract_images(
         cfg, manifest_ids(cfg.data.manifest), build_observer(cfg.extract, cfg.data, cfg.device), progress=False
     )
     return path

@@ -18,19 +18,21 @@ from spatialboost.evaluate.features import (
     load_features,
     view_box,
 )
-from spatialboost.evaluate.probes import (
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probe_metrics import depth_metrics, upsample_bilinear
+from spatialboost.evaluate.probe_targets import (
     PatchTargets,
-    ProbeOptions,
-    classification_probe,
-    depth_metrics,
     depth_patch_target,
-    depth_probe,
     depth_targets,
-    probe_encoder,
     seg_patch_target,
     seg_targets,
+)
+from spatialboost.evaluate.probes import (
+    ProbeResult,
+    classification_probe,
+    depth_probe,
+    probe_encoder,
     segmentation_probe,
-    upsample_bilinear,
 )
 from spatialboost.evaluate.readers import IGNORE_INDEX, read_world
 from spatialboost.evaluate.report import depth_examples, plot_depth_examples
@@ -110,7 +112,9 @@ def test_depth_probe_recovers_linearly_encoded_depth() -> None:
     coded = _features(_linear_code(targets.values[..., None], 16, rng))
     train, test = coded.subset(range(30)), coded.subset(range(30, 40))
     train_targets = PatchTargets("log_depth", targets.values[:30], targets.fraction[:30])
-    result = depth_probe(train, train_targets, test, depths[30:], FAST, (1e-3, 10.0))
+    result = depth_probe(
+        train, train_targets, test=test, test_depths=depths[30:], options=FAST, depth_range=(1e-3, 10.0)
+    )
 
     # the best any patch-level predictor can do: the true patch means, upsampled
     oracle = [
@@ -125,7 +129,9 @@ def test_depth_probe_recovers_linearly_encoded_depth() -> None:
     assert result.summary["depth_delta1"]["mean"] > 0.95
 
     noise = _features(rng.normal(size=coded.patch_tokens.shape))
-    random = depth_probe(noise.subset(range(30)), train_targets, noise.subset(range(30, 40)), depths[30:], FAST)
+    random = depth_probe(
+        noise.subset(range(30)), train_targets, test=noise.subset(range(30, 40)), test_depths=depths[30:], options=FAST
+    )
     assert random.summary["depth_rmse"]["mean"] > 3 * rmse
 
 
@@ -187,7 +193,9 @@ def test_probe_is_deterministic_per_seed_and_seeds_differ() -> None:
     feats = _features(_linear_code(targets.values[..., None], 8, rng, noise=0.5))
     opts = dataclasses.replace(FAST, epochs=3)
     train_t = PatchTargets(targets.kind, targets.values[:8], targets.fraction[:8])
-    run = lambda o: depth_probe(feats.subset(range(8)), train_t, feats.subset(range(8, 12)), depths[8:], o)  # noqa: E731
+    def run(o: ProbeOptions) -> ProbeResult:
+        return depth_probe(feats.subset(range(8)), train_t, test=feats.subset(range(8, 12)), test_depths=depths[8:], options=o)
+
     a, b = run(opts), run(opts)
     assert a.per_seed == b.per_seed and a.chosen == b.chosen
     rmses = [m["depth_rmse"] for m in a.per_seed]
@@ -204,7 +212,9 @@ def test_grid_never_picks_a_learning_rate_that_cannot_learn() -> None:
     feats = _features(_linear_code(targets.values[..., None], 8, rng))
     opts = dataclasses.replace(FAST, learning_rates=(1e-7, 3e-2), epochs=10)
     train_t = PatchTargets(targets.kind, targets.values[:15], targets.fraction[:15])
-    result = depth_probe(feats.subset(range(15)), train_t, feats.subset(range(15, 20)), depths[15:], opts)
+    result = depth_probe(
+        feats.subset(range(15)), train_t, test=feats.subset(range(15, 20)), test_depths=depths[15:], options=opts
+    )
     assert all(name.endswith("lr=0.03") for name in result.chosen), result.chosen
 
 
@@ -248,7 +258,9 @@ def test_cached_features_shapes_and_reuse(tmp_path: Path, monkeypatch: pytest.Mo
     images = random_images(5, seed=1)
     encoder = tiny_encoder("dinov2", seed=0)
     ids = [f"im{i}" for i in range(5)]
-    feats = cached_features(encoder, ids, lambda i: images[int(i[2:])], tmp_path, "rand/test", batch_size=2)
+    feats = cached_features(
+        encoder, ids, lambda i: images[int(i[2:])], cache_dir=tmp_path, dataset="rand/test", batch_size=2
+    )
     assert feats.patch_tokens.shape == (5, 4, 4, 32) and feats.cls_token.shape == (5, 32)
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
@@ -261,10 +273,12 @@ def test_cached_features_shapes_and_reuse(tmp_path: Path, monkeypatch: pytest.Mo
         raise AssertionError("recomputed despite a cache hit")
 
     monkeypatch.setattr("spatialboost.evaluate.features.compute_features", refuse)
-    again = cached_features(encoder, ids, lambda i: images[int(i[2:])], tmp_path, "rand/test")
+    again = cached_features(encoder, ids, lambda i: images[int(i[2:])], cache_dir=tmp_path, dataset="rand/test")
     np.testing.assert_array_equal(again.patch_tokens, feats.patch_tokens)
     monkeypatch.undo()
-    other = cached_features(tiny_encoder("dinov2", seed=1), ids, lambda i: images[int(i[2:])], tmp_path, "rand/test")
+    other = cached_features(
+        tiny_encoder("dinov2", seed=1), ids, lambda i: images[int(i[2:])], cache_dir=tmp_path, dataset="rand/test"
+    )
     assert len(list(tmp_path.glob("*.npz"))) == 2  # other weights -> other key
     assert not np.allclose(other.patch_tokens, feats.patch_tokens)
 
@@ -292,7 +306,7 @@ def test_probe_encoder_on_world_images(tmp_path: Path) -> None:
 
     opts = ProbeOptions(learning_rates=(1e-2, 1e-1), epochs=2, batch_size=64, seeds=(0, 1, 2), threads=1)
     encoder = tiny_encoder("dinov2", seed=0)
-    results = probe_encoder(encoder, train, test, options=opts, cache_dir=str(tmp_path / "cache"))
+    results = probe_encoder(encoder, train=train, test=test, options=opts, cache_dir=str(tmp_path / "cache"))
     assert set(results) == {"depth", "seg", "cls", "floor"}  # floor: the position-only depth control
     assert {"depth_rmse", "depth_rmse_objects"} <= set(results["floor"].summary) and results["floor"].head is None
     rmse = results["depth"].summary["depth_rmse"]
@@ -300,7 +314,7 @@ def test_probe_encoder_on_world_images(tmp_path: Path) -> None:
     assert 0 <= results["seg"].summary["seg_miou"]["mean"] <= 1
     assert 0 <= results["cls"].summary["cls_top1"]["mean"] <= 1
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2  # one file per split
-    feats = cached_features(encoder, test.ids, test.image, tmp_path / "cache", "world/test")
+    feats = cached_features(encoder, test.ids, test.image, cache_dir=tmp_path / "cache", dataset="world/test")
     head = results["depth"].head
     examples = depth_examples([test[1], test[0]], encoder.preprocess, (head, feats), (head, feats.subset([1, 0])))
     box = view_box(encoder.preprocess, 32, 40)
@@ -340,10 +354,22 @@ def test_ridge_depth_probe_recovers_linear_depth_and_needs_no_seeds() -> None:
     targets = depth_targets(depths, GRID, (1e-3, 10.0), log=True)
     coded = _features(_linear_code(targets.values[..., None], 16, rng))
     train_targets = PatchTargets("log_depth", targets.values[:30], targets.fraction[:30])
-    result = depth_probe(coded.subset(range(30)), train_targets, coded.subset(range(30, 40)), depths[30:], RIDGE,
-                         (1e-3, 10.0))  # fmt: skip
-    sgd = depth_probe(coded.subset(range(30)), train_targets, coded.subset(range(30, 40)), depths[30:], FAST,
-                      (1e-3, 10.0))  # fmt: skip
+    result = depth_probe(
+        coded.subset(range(30)),
+        train_targets,
+        test=coded.subset(range(30, 40)),
+        test_depths=depths[30:],
+        options=RIDGE,
+        depth_range=(1e-3, 10.0),
+    )
+    sgd = depth_probe(
+        coded.subset(range(30)),
+        train_targets,
+        test=coded.subset(range(30, 40)),
+        test_depths=depths[30:],
+        options=FAST,
+        depth_range=(1e-3, 10.0),
+    )
     assert result.seeds == (0,) and result.summary["depth_rmse"]["std"] == 0.0
     assert "@ridge=" in result.chosen[0]
     # exact least squares is at least as good as the SGD grid on linearly coded depth
@@ -351,7 +377,8 @@ def test_ridge_depth_probe_recovers_linear_depth_and_needs_no_seeds() -> None:
 
 
 def test_position_only_floor_and_object_region() -> None:
-    from spatialboost.evaluate.probes import depth_regions, position_only_depth
+    from spatialboost.evaluate.probe_metrics import depth_regions
+    from spatialboost.evaluate.probes import position_only_depth
 
     rng = np.random.default_rng(1)
     # depth grows down the image the same way in every image (layout), plus a per-image offset
@@ -370,8 +397,15 @@ def test_position_only_floor_and_object_region() -> None:
     tokens = np.broadcast_to(offsets[:, None, None, None], (40, *GRID, 1)) + rng.normal(scale=0.01, size=(40, *GRID, 1))
     pos = np.broadcast_to(np.arange(GRID[0])[None, :, None, None], (40, *GRID, 1)).astype(float)
     coded = _features(np.concatenate([tokens, pos, pos**2], axis=-1))
-    result = depth_probe(coded.subset(range(30)), targets, coded.subset(range(30, 40)), depths[30:],
-                         dataclasses.replace(RIDGE, near_depth_m=4.0), (1e-3, 10.0), objects[30:])  # fmt: skip
+    result = depth_probe(
+        coded.subset(range(30)),
+        targets,
+        test=coded.subset(range(30, 40)),
+        test_depths=depths[30:],
+        options=dataclasses.replace(RIDGE, near_depth_m=4.0),
+        depth_range=(1e-3, 10.0),
+        test_objects=objects[30:],
+    )
     assert result.summary["depth_rmse_objects"]["mean"] < 0.5 * floor["depth_rmse_objects"]
     regions = depth_regions(depths[30:], objects[30:], 4.0)
     assert (regions["objects"][0][~objects[30]] == 0).all() and (regions["near"][0] < 4.0).all()

@@ -28,6 +28,8 @@ from PIL import Image
 
 from spatialboost.config import DataConfig, S3Config, SpatialBoostConfig, SynthesizeConfig, WorldConfig
 from spatialboost.data import RGBDDataset, build_manifest_for, decode_image, open_source, read_manifest
+from spatialboost.data.exif import FULL_FRAME_DIAGONAL_MM
+from spatialboost.data.reader import ImageReader
 from spatialboost.data.records import ImageLimits, ImageRef
 from spatialboost.extract.depth_maps import (
     DepthMapError,
@@ -40,8 +42,8 @@ from spatialboost.extract.depth_maps import (
     max_relative_error,
     write_depth_archive,
 )
-from spatialboost.extract.observe import FULL_FRAME_DIAGONAL_MM, ImageReader, ModelObserver
-from spatialboost.extract.pipeline import manifest_ids, records_path, run_extraction
+from spatialboost.extract.model_observer import ModelObserver
+from spatialboost.extract.pipeline import extract_images, manifest_ids, records_path
 from spatialboost.extract.protocols import DepthResult, Label, Mask
 from spatialboost.extract.records import QuarantineRecord, SceneRecord
 from spatialboost.qa.formats import read_jsonl
@@ -197,13 +199,13 @@ def _model_observer(cfg: SpatialBoostConfig, world: RGBDDataset) -> ModelObserve
     reader = ImageReader(open_source(cfg.data), refs, ImageLimits.from_config(cfg.data))
     oracle = WorldBackends(world)
     vocabulary = sorted(WORLD.classes)
-    return ModelObserver(oracle, oracle, oracle, vocabulary, reader, model_ids={"depth": "world"})
+    return ModelObserver(oracle, oracle, oracle, vocabulary=vocabulary, reader=reader, model_ids={"depth": "world"})
 
 
 def run_chain(cfg: SpatialBoostConfig, world: RGBDDataset) -> tuple[list[SceneRecord], dict, dict]:
     """manifest -> extraction -> synthesis; returns the scene records, the extract and synthesize summaries."""
     build_manifest_for(cfg.data, progress=False)
-    extracted = run_extraction(cfg, manifest_ids(cfg.data.manifest), _model_observer(cfg, world), progress=False)
+    extracted = extract_images(cfg, manifest_ids(cfg.data.manifest), _model_observer(cfg, world), progress=False)
     synthesized = synthesize(cfg.extract.output, cfg.synthesize, cfg.data.uri, progress=False)
     records = [SceneRecord.from_json(line) for path in sorted(Path(cfg.extract.output).glob("shard-?????.jsonl"))
                for line in path.read_text().splitlines()]  # fmt: skip
@@ -267,7 +269,7 @@ def test_folder_of_jpegs_gets_all_three_levels(folder: Path, world: RGBDDataset,
     scenes, qa = _tree_bytes(cfg.extract.output), _tree_bytes(cfg.synthesize.output)
     records_path(cfg.extract.output, 1).unlink()
     (Path(cfg.extract.output) / ".shard-00001.jsonl.999.tmp").write_text('{"partial')
-    again = run_extraction(cfg, manifest_ids(data.manifest), _model_observer(cfg, world), progress=False)
+    again = extract_images(cfg, manifest_ids(data.manifest), _model_observer(cfg, world), progress=False)
     assert again["n_shards_skipped"] == again["n_shards"] - 1 and _tree_bytes(cfg.extract.output) == scenes
     shard_paths(cfg.synthesize.output, 1)["sidecar"].unlink()
     shard_paths(cfg.synthesize.output, 1)["llava"].write_text("[partial")
@@ -456,7 +458,7 @@ def test_s3_images_through_extraction_synthesis_and_training(
 def test_tiny_depth_pro_depth_is_what_is_stored(folder: Path, world: RGBDDataset, tmp_path: Path) -> None:
     import open_clip
 
-    from spatialboost.extract.observe import build_observer
+    from spatialboost.extract.factory import build_observer
     from tests.tiny_models import OPENCLIP_NAME, save_constant_depth_pro, save_openclip, save_sam2_hf
 
     inverse_depth = 0.125
@@ -477,7 +479,7 @@ def test_tiny_depth_pro_depth_is_what_is_stored(folder: Path, world: RGBDDataset
     build_manifest_for(data, progress=False)
     ids = manifest_ids(data.manifest)[:4]
     with torch_threads(1):
-        run_extraction(cfg, ids, build_observer(cfg.extract, data, device="cpu"), progress=False)
+        extract_images(cfg, ids, build_observer(cfg.extract, data, device="cpu"), progress=False)
     records = [SceneRecord.from_json(line) for line in records_path(cfg.extract.output, 0).read_text().splitlines()]
     assert records, "random masks on a wall still give scenes"
     maps = DepthMaps()

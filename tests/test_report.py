@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
-from spatialboost.evaluate.probes import depth_map_scores
+from spatialboost.evaluate.probe_metrics import depth_map_scores
 from spatialboost.evaluate.report import (
     JSON_METRICS,
     METRICS,

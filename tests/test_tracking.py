@@ -111,3 +111,21 @@ def test_mlflow_pyfunc_loads_without_pickle(tracker: Tracker, tmp_path: Path, mo
     model = mlflow.pyfunc.load_model("models:/spatialboost-dinov2-tiny@candidate")
     images = np.stack(random_images(3, size=(32, 32)))
     assert model.predict(images).shape == (3, 32)
+
+
+def test_registering_leaves_mlflow_as_it_was(tracker: Tracker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """register_encoder points MLflow's fluent API at the tracker for the block only: the
+    environment and whether this process set a tracking URI are as before (public API only)."""
+    import os
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////nowhere/else.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    was_set = mlflow.tracking.is_tracking_uri_set()
+    before = mlflow.get_tracking_uri()
+    with tracker.run("pipeline"):
+        tracker.register_encoder(_export(tmp_path, seed=5), "dinov2-tiny")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////nowhere/else.db" and "MLFLOW_REGISTRY_URI" not in os.environ
+    assert mlflow.tracking.is_tracking_uri_set() == was_set and mlflow.get_tracking_uri() == before
+    assert tracker.alias_version("spatialboost-dinov2-tiny", CANDIDATE) == 1  # registered where the tracker points

@@ -235,13 +235,13 @@ def test_global_batches_do_not_depend_on_the_number_of_processes():
 
 
 def test_sampler_resumes_mid_epoch():
-    sampler = GlobalBatchSampler(20, 8, 2, rank=1, world_size=2, seed=0)
+    sampler = GlobalBatchSampler(20, global_batch=8, micro_batch=2, rank=1, world_size=2, seed=0)
     assert (sampler.steps_per_epoch, sampler.accumulation_steps) == (2, 2)
     full = list(sampler)
     sampler.set_position(0, 1)
     assert list(sampler) == full[2:] and len(sampler) == 2
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        GlobalBatchSampler(5, 8, 2, 0, 1, 0)
+        GlobalBatchSampler(5, global_batch=8, micro_batch=2, rank=0, world_size=1, seed=0)
 
 
 def test_warmup_cosine_schedule():

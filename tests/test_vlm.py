@@ -129,12 +129,14 @@ def test_expand_image_tokens_left_and_right() -> None:
     ids = torch.tensor([[5, 3, 6, 0], [3, 7, 8, 9]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
     labels = torch.tensor([[-100, -100, 6, -100], [-100, 7, 8, 9]])
-    right = expand_image_tokens(ids, mask, labels, image_token_id=3, num_patches=3)
+    right = expand_image_tokens(ids, attention_mask=mask, labels=labels, image_token_id=3, num_patches=3)
     assert right.input_ids.tolist() == [[5, 3, 3, 3, 6, 0], [3, 3, 3, 7, 8, 9]]
     assert right.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6]
     assert right.labels.tolist() == [[-100, -100, -100, -100, 6, -100], [-100, -100, -100, 7, 8, 9]]
     assert right.image_mask.sum() == 6
-    left = expand_image_tokens(ids, mask, None, image_token_id=3, num_patches=3, padding_side="left")
+    left = expand_image_tokens(
+        ids, attention_mask=mask, labels=None, image_token_id=3, num_patches=3, padding_side="left"
+    )
     assert left.input_ids.tolist() == [[0, 5, 3, 3, 3, 6], [3, 3, 3, 7, 8, 9]]
     assert left.attention_mask[0].tolist() == [0, 1, 1, 1, 1, 1] and left.labels is None
 
@@ -151,7 +153,9 @@ def test_image_token_count_mismatch_raises(tokenizer) -> None:
     with pytest.raises(ValueError, match="2 <image> tokens.*1 images"):
         vlm(two, None, pixels[:1])
     # ids already expanded by a LLaVA processor (N tokens per image) are refused too
-    expanded = expand_image_tokens(ids, mask, None, vlm.image_token_id, NUM_PATCHES).input_ids
+    expanded = expand_image_tokens(
+        ids, attention_mask=mask, labels=None, image_token_id=vlm.image_token_id, num_patches=NUM_PATCHES
+    ).input_ids
     with pytest.raises(ValueError, match=f"{NUM_PATCHES} <image> tokens"):
         vlm(expanded, None, pixels[:1])
 
@@ -239,7 +243,9 @@ def test_llava_checkpoint_gives_the_same_logits(tmp_path: Path, tokenizer, strat
     ids, mask, _ = _batch(tokenizer, [CONVERSATION, CONVERSATION[:2]])
     pixels = vlm.encoder.preprocess(random_images(2, seed=2))
     n_tokens = NUM_PATCHES + (strategy == "full")
-    expanded = expand_image_tokens(ids, mask, None, vlm.image_token_id, n_tokens)  # what LLaVA's processor does
+    expanded = expand_image_tokens(
+        ids, attention_mask=mask, labels=None, image_token_id=vlm.image_token_id, num_patches=n_tokens
+    )  # what LLaVA's processor does
     with torch.no_grad():
         ours = vlm(ids, mask, pixels).logits
         ref = llava(input_ids=expanded.input_ids, attention_mask=expanded.attention_mask, pixel_values=pixels).logits

@@ -112,7 +112,12 @@ def test_parse_clock_and_unitless_policy() -> None:
 )
 def test_left_predicate_judge_examples(answer: str, response: str, mark: int) -> None:
     item = VQAItem(
-        "x", SPATIALRGPT, "Is Region [0] to the left of Region [1]?", answer, "qualitative", "left_predicate"
+        id="x",
+        benchmark=SPATIALRGPT,
+        question="Is Region [0] to the left of Region [1]?",
+        answer=answer,
+        qa_type="qualitative",
+        category="left_predicate",
     )
     assert score_item(item, response).correct == bool(mark)
 
@@ -133,7 +138,9 @@ def test_left_predicate_judge_examples(answer: str, response: str, mark: int) ->
     ],
 )  # fmt: skip
 def test_choice_judge_examples(category: str, question: str, answer: str, response: str, mark: int) -> None:
-    item = VQAItem("x", SPATIALRGPT, question, answer, "qualitative", category)
+    item = VQAItem(
+        id="x", benchmark=SPATIALRGPT, question=question, answer=answer, qa_type="qualitative", category=category
+    )
     assert score_item(item, response).correct == bool(mark)
 
 
@@ -148,8 +155,14 @@ def test_yes_no_and_choice_helpers() -> None:
 
 
 def test_quantitative_scoring_bounds_and_units() -> None:
-    item = VQAItem("q", SPATIALRGPT, "How wide is Region [0]?", "Region [0] is 1.02 meters wide.",
-                   "quantitative", "width_data")  # fmt: skip
+    item = VQAItem(
+        id="q",
+        benchmark=SPATIALRGPT,
+        question="How wide is Region [0]?",
+        answer="Region [0] is 1.02 meters wide.",
+        qa_type="quantitative",
+        category="width_data",
+    )
     assert score_item(item, "It is 1.27 m wide.").correct  # 1.245 < 1.25 * 1.02 = 1.275
     assert not score_item(item, "It is 1.3 m wide.").correct
     assert score_item(item, "about 77 cm").correct  # 0.77 >= 0.765
@@ -157,8 +170,14 @@ def test_quantitative_scoring_bounds_and_units() -> None:
     assert score_item(item, "2.17 meters").rel_error == pytest.approx(1.15 / 1.02)
     miss = score_item(item, "I don't know")
     assert not miss.correct and not miss.parsed and miss.rel_error is None
-    direction = VQAItem("d", SPATIALRGPT, "If you are at Region [0], where will you find Region [1]?",
-                        "Region [0] will find Region [1] around the 12 o'clock direction.", "quantitative", "direction")  # fmt: skip
+    direction = VQAItem(
+        id="d",
+        benchmark=SPATIALRGPT,
+        question="If you are at Region [0], where will you find Region [1]?",
+        answer="Region [0] will find Region [1] around the 12 o'clock direction.",
+        qa_type="quantitative",
+        category="direction",
+    )
     assert score_item(direction, "around the 1 o'clock direction").correct
     assert not score_item(direction, "at 2 o'clock").correct
 

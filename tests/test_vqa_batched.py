@@ -75,8 +75,17 @@ def test_run_vqa_batched_scores_like_run_vqa(model, tmp_path: Path) -> None:
     for k, image in enumerate(random_images(5, seed=2)):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
-        items.append(VQAItem(f"val_Relative_Depth_{k}", BLINK_RELATIVE_DEPTH, QUESTIONS[k], "(A)", "multiple_choice",
-                             "Relative_Depth", image_bytes=buffer.getvalue()))  # fmt: skip
+        items.append(
+            VQAItem(
+                id=f"val_Relative_Depth_{k}",
+                benchmark=BLINK_RELATIVE_DEPTH,
+                question=QUESTIONS[k],
+                answer="(A)",
+                qa_type="multiple_choice",
+                category="Relative_Depth",
+                image_bytes=buffer.getvalue(),
+            )
+        )
     one = run_vqa(vlm_answer_fn(vlm, tokenizer, 6), items)
     batched = run_vqa_batched(vlm_batch_answer_fn(vlm, tokenizer, 6), items, batch_size=2)
     assert batched.records == one.records and batched.metrics == one.metrics

@@ -47,10 +47,19 @@ def test_relative_depth_answers_parse_as_blink_would(case: dict) -> None:
 def test_corpus_scores_exactly_through_score_item() -> None:
     """The scorer counts a refusal as unparsed and wrong, never as a choice."""
     scored = [
-        score_item(VQAItem(str(i), BLINK_RELATIVE_DEPTH, "Which point is closer?", "(A)", "multiple_choice", "Relative_Depth"),
-                   case["answer"])
+        score_item(
+            VQAItem(
+                id=str(i),
+                benchmark=BLINK_RELATIVE_DEPTH,
+                question="Which point is closer?",
+                answer="(A)",
+                qa_type="multiple_choice",
+                category="Relative_Depth",
+            ),
+            case["answer"],
+        )
         for i, case in enumerate(CASES)
-    ]  # fmt: skip
+    ]
     for case, score in zip(CASES, scored, strict=True):
         assert score.parsed == (case["expected"] is not None), case["answer"]
         assert score.correct == (case["expected"] == "A"), case["answer"]

@@ -287,7 +287,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
     counts = render_dataset(TINY, root, progress=False)
-    assert counts["images"] == 5 and counts["rendered"] == 5 and counts["skipped"] == 0
+    assert counts["images"] == 5 and counts["rendered"] == 5
     return root
 
 
@@ -351,17 +351,23 @@ def test_resume_after_a_crash_gives_identical_bytes(tiny_dataset: Path, tmp_path
     (root / "index.parquet").unlink()
     (root / "dataset.json").unlink()
     counts = render_dataset(TINY, root, progress=False)
-    assert counts["rendered"] == 3 and counts["skipped"] == 2
+    assert counts["rendered"] == 3 and counts["images"] - counts["rendered"] == 2
     assert _tree(root) == _tree(tiny_dataset)
 
 
-def test_resume_refuses_other_params_but_allows_more_images(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_other_params_rerender_everything_but_more_images_keep_the_rest(tiny_dataset: Path, tmp_path: Path) -> None:
+    """shards.py's one rule: images of other params are stale (removed, rendered again); the split
+    sizes only say how many images there are, so a dataset grows or shrinks image by image."""
     root = tmp_path / "grow"
     render_dataset(TINY, root, progress=False)
-    with pytest.raises(ValueError, match="width"):
-        render_dataset(TINY.model_copy(update={"width": 40}), root, progress=False)
-    counts = render_dataset(TINY.model_copy(update={"n_train": 4}), root, progress=False)
+    wider = TINY.model_copy(update={"width": 40})
+    assert render_dataset(wider, root, progress=False)["rendered"] == 5
+    render_dataset(wider, tmp_path / "fresh", progress=False)
+    assert _tree(root) == _tree(tmp_path / "fresh")
+    counts = render_dataset(wider.model_copy(update={"n_train": 4}), root, progress=False)
     assert counts["rendered"] == 1 and counts["images"] == 6
+    counts = render_dataset(wider, root, progress=False)  # fewer again: the extra image goes
+    assert counts["rendered"] == 0 and _tree(root) == _tree(tmp_path / "fresh")
 
 
 def test_shards_rendered_in_any_order_give_the_same_dataset(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -5,6 +5,13 @@ entry point and prints what it did; `--help` works on every command.
     spatialboost config show                 # the resolved, validated config as YAML
     spatialboost world render --set world.n_train=16
     spatialboost data manifest
+    spatialboost extract --params configs/paper.yaml      # any stage, as `dvc repro <stage>` runs it
+
+Every stage of dvc.yaml has its command: hub (`hub fetch`: the downloads), world (`world render`),
+manifest (`data manifest`), extract, synthesize, bootstrap (`bootstrap run`), train, evaluate,
+register; each calls the stage's one library entry point, the same its flow calls, and prints the
+summary the flow writes to metrics/<stage>.json. align and instruct run
+`python -m spatialboost.train --stage align|instruct`.
 
 Every failure a user can cause (a bad params file or override, a missing folder, an unreachable
 S3 endpoint, a missing AWS profile, ...) ends in one line on stderr naming the file or the key
@@ -96,6 +103,11 @@ def _load(params: Path, overrides: list[str] | None) -> SpatialBoostConfig:
     return load_config(params, overrides or [])
 
 
+def _stage_done(metrics: dict[str, Any]) -> None:
+    """A stage's summary, the one its flow writes to metrics/<stage>.json (`dvc repro` owns that file)."""
+    typer.echo(json.dumps(metrics))
+
+
 @config_app.command("show")
 @_clean_errors
 def config_show(
@@ -134,12 +146,12 @@ def world_render(
     overrides: SetOpt = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Render the world dataset (train + test splits) into world.root; resumes if interrupted."""
-    from spatialboost.world import render_dataset
+    """The `world` stage: render the world dataset (train + test splits) into world.root, resuming
+    if interrupted; prints metrics/world.json's summary."""
+    from spatialboost.world.dataset import run_world_stage
 
     cfg = _load(params, overrides)
-    counts = render_dataset(cfg.world, Path(cfg.world.root), progress=progress)
-    typer.echo(json.dumps(counts))
+    _stage_done(run_world_stage(cfg.world, progress=progress))
 
 
 @data_app.command("manifest")
@@ -149,11 +161,12 @@ def data_manifest(
     overrides: SetOpt = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Read every image of data.source, write the manifest and the quarantine records."""
-    from spatialboost.data import build_manifest_for
+    """The `manifest` stage: read every image of data.source, write the manifest and the quarantine
+    records; prints what metrics/manifest.json holds."""
+    from spatialboost.data.manifest import run_manifest_stage
 
-    report = build_manifest_for(_load(params, overrides).data, progress)
-    typer.echo(json.dumps(report.as_dict()))
+    cfg = _load(params, overrides)
+    _stage_done(run_manifest_stage(cfg.data, progress))
 
 
 @app.command("extract")
@@ -163,14 +176,13 @@ def extract(
     overrides: SetOpt = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Turn every image of data.manifest into a canonical 3D scene record (extract.output)."""
-    from spatialboost.extract.observe import build_observer
-    from spatialboost.extract.pipeline import manifest_ids, run_extraction
+    """The `extract` stage: every image of data.manifest into a canonical 3D scene record
+    (extract.output), resuming; with ground truth at hand its accuracy; prints what
+    metrics/extract.json holds."""
+    from spatialboost.extract.pipeline import run_extract_stage
 
     cfg = _load(params, overrides)
-    observer = build_observer(cfg.extract, cfg.data, cfg.device)
-    summary = run_extraction(cfg, manifest_ids(cfg.data.manifest), observer, progress=progress)
-    typer.echo(json.dumps(summary))
+    _stage_done(run_extract_stage(cfg, progress=progress))
 
 
 @app.command("synthesize")
@@ -180,23 +192,25 @@ def synthesize(
     overrides: SetOpt = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Turn every scene record into a multi-turn spatial conversation (synthesize.output)."""
-    from spatialboost.qa.pipeline import synthesize as run_synthesis
+    """The `synthesize` stage: every scene record into a multi-turn spatial conversation
+    (synthesize.output), resuming; with ground truth at hand every answer checked; prints what
+    metrics/synthesize.json holds."""
+    from spatialboost.qa.pipeline import run_synthesize_stage
 
     cfg = _load(params, overrides)
-    summary = run_synthesis(cfg.extract.output, cfg.synthesize, cfg.data.uri, progress=progress)
-    typer.echo(json.dumps(summary))
+    _stage_done(run_synthesize_stage(cfg, progress=progress))
 
 
 @bootstrap_app.command("run")
 @_clean_errors
 def bootstrap_run(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
-    """Train the bootstrap recipe into bootstrap.output (what the stage does with bootstrap.release null)."""
-    from spatialboost.train.bootstrap import run_bootstrap
+    """The `bootstrap` stage: skipped (bootstrap.enabled false), installed from bootstrap.release
+    (verified against the recipe), or trained into bootstrap.output (-S bootstrap.release=null);
+    prints what metrics/bootstrap.json holds."""
+    from spatialboost.train.bootstrap import run_bootstrap_stage
 
     cfg = _load(params, overrides)
-    metrics = run_bootstrap(cfg, cfg.bootstrap.output)
-    typer.echo(json.dumps({"output": cfg.bootstrap.output, "wall_s": metrics.get("wall_s")}))
+    _stage_done(run_bootstrap_stage(cfg))
 
 
 @bootstrap_app.command("release")
@@ -224,6 +238,43 @@ def bootstrap_release(
         run_bootstrap(cfg, source)
     folder = write_release(cfg, source, target)
     typer.echo(json.dumps({"release": str(folder), "from": str(source)}))
+
+
+@app.command("train")
+@_clean_errors
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """The `train` stage: the boost (train.stage) from train.init into train.output, resumable, on
+    orchestration.train_nproc_per_node processes; prints what metrics/train.json holds."""
+    from spatialboost.train.launch import run_boost_stage
+
+    cfg = _load(params, overrides)
+    _stage_done(run_boost_stage(cfg, params, overrides or [], progress=progress))
+
+
+@app.command("evaluate")
+@_clean_errors
+def evaluate(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
+    """The `evaluate` stage: baseline vs boosted, probes on frozen features and spatial VQA (or the
+    paper's benchmarks), the report in evaluate.output; prints what metrics/evaluate.json holds."""
+    from spatialboost.evaluate.run import evaluate_pipeline
+
+    cfg = _load(params, overrides)
+    _stage_done(evaluate_pipeline(cfg)["metrics"])
+
+
+@app.command("register")
+@_clean_errors
+def register(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
+    """The `register` stage: one MLflow run of the pipeline, the boosted encoder a new registry
+    version (candidate; champion if it beats the current one); prints what metrics/register.json holds."""
+    from spatialboost.register import register_pipeline
+
+    cfg = _load(params, overrides)
+    _stage_done(register_pipeline(cfg))
 
 
 ParamsFileOpt = Annotated[Path, typer.Option("--params", "-p", help="the active params file")]
@@ -285,8 +336,14 @@ def hub_fetch(
         records = fetch_models(cfg.hub, roles=roles, mirror=mirror)
     except HubError as err:
         raise ConfigError(str(err)) from None
-    typer.echo(json.dumps({name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
-                           for name, r in records.items()}))  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {
+                name: {"folder": str(r.folder), "files": list(r.files), "fetched": r.fetched}
+                for name, r in records.items()
+            }
+        )
+    )
 
 
 @hub_app.command("lock")
@@ -313,8 +370,10 @@ def hub_lock(
     except HubError as err:
         raise ConfigError(str(err)) from None
     hub = load_config(status.source).hub
-    set_profile_values(status.source, {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha
-                                       for role, sha in shas.items()})  # fmt: skip
+    set_profile_values(
+        status.source,
+        {f"hub.{'encoders' if role in hub.encoders else 'models'}.{role}.revision": sha for role, sha in shas.items()},
+    )
     use_profile(status.source, params)
     typer.echo(json.dumps({"profile": str(status.source), "revisions": shas}))
 

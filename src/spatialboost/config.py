@@ -349,13 +349,15 @@ class HubConfig(_Section):
     cache_dir: str = Field("models/hub", description="local folder the pinned checkpoints are stored in (the hub stage's output)")
     models: dict[str, ModelPin] = Field(default_factory=dict, description="role -> pinned checkpoint, always fetched")
     encoder_dir: str = Field(
-        "models/encoders", description="folder of the `encoders` checkpoints (a second output of the hub stage, so that "
+        "models/encoders",
+        description="folder of the `encoders` checkpoints (a second output of the hub stage, so that "
         "fetching one does not change cache_dir, which extraction depends on)",
-    )  # fmt: skip
+    )
     encoders: dict[str, ModelPin] = Field(
-        default_factory=dict, description="role -> pinned checkpoint of an encoder lvlm.encoder may choose: fetched into "
+        default_factory=dict,
+        description="role -> pinned checkpoint of an encoder lvlm.encoder may choose: fetched into "
         "encoder_dir/<role> only when chosen",
-    )  # fmt: skip
+    )
     mirror: str | None = Field(
         None,
         description="offline: a local folder laid out like the hub, <repo_id>/<files> (e.g. `hf download REPO --revision SHA "
@@ -438,9 +440,11 @@ class ObjectGeometryConfig(_Section):
         "by a round-footprint prior along the viewing ray: geometry/completion.py); visible: the box of the visible points only",
     )
     ground_contact_ratio: float = Field(
-        0.5, ge=0, description="an object rests on the ground (its box reaches down to it) when its lowest visible point is "
+        0.5,
+        ge=0,
+        description="an object rests on the ground (its box reaches down to it) when its lowest visible point is "
         "at most this share of its visible height (plus 2 pixels) from the ground",
-    )  # fmt: skip
+    )
 
 
 class ExtractConfig(_Section):
@@ -578,11 +582,12 @@ class OrchestrationConfig(_Section):
         2, ge=1, description="concurrent tasks: threads, or the worker processes of a local Dask / Ray cluster"
     )
     train_nproc_per_node: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="processes of the train stage: more than 1 launches `torchrun --standalone --nproc_per_node N -m "
         "spatialboost.train` (one per GPU; gloo on CPU). The loop computes the same steps on any count, so, like the "
         "task runner, changing it reruns nothing",
-    )  # fmt: skip
+    )
     metrics_dir: str = Field("metrics", description="folder of the DVC metrics files, one JSON per stage")
     schedule_cron: str = Field(
         "0 3 * * *", description="cron schedule of the Prefect deployment `spatialboost-pipeline/scheduled`"
@@ -742,6 +747,7 @@ class PretrainEncoderConfig(_Section):
     lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay (matrices only)")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="linear warmup, fraction of steps")
+    checkpoint_every: int = Field(20, ge=0, description="a resumable checkpoint every this many optimizer steps; 0 = only at the end")
     min_visible_px: int = Field(30, ge=1, description="an object counts as in the image when at least this many of its pixels are visible (at the world's resolution)")
 
     @model_validator(mode="after")
@@ -770,9 +776,9 @@ class PretrainLLMConfig(_Section):
         return self
 
 
-class BootstrapPhase(_Section):
-    """One LLaVA-1.5 phase (align or instruct) run through the one training loop; settings not
-    here (precision, clipping, checkpointing, ...) come from the `train` section."""
+class PhaseSchedule(_Section):
+    """How long and how fast one training phase runs through the one loop (a bootstrap phase, or
+    one of LLaVA-1.5's stages for a new encoder)."""
 
     epochs: int = Field(1, ge=1, description="passes over the phase's conversations")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; None = from epochs")
@@ -782,12 +788,23 @@ class BootstrapPhase(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="linear warmup, fraction of steps")
 
     @model_validator(mode="after")
-    def _batches_divide(self) -> BootstrapPhase:
+    def _batches_divide(self) -> PhaseSchedule:
         if self.global_batch_size % self.micro_batch_size:
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
             )
         return self
+
+
+class BootstrapPhase(PhaseSchedule):
+    """One bootstrap phase (language, align or instruct) through the one training loop: its schedule
+    and the loop settings below; every other loop setting is the loop's schema default (TrainConfig),
+    never the boost stage's `train` values, so that a boost setting never changes the bootstrap."""
+
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (matrices only)")
+    # 768: the 10-turn spatial text of the language and instruct phases fits (the small LLM has 1024 positions)
+    max_length: int = Field(768, ge=8, description="text tokens per conversation before the image tokens are expanded; longer ones are truncated")
+    checkpoint_every: int = Field(20, ge=0, description="a resumable checkpoint every this many optimizer steps; 0 = only at the end")
 
 
 class BootstrapConfig(_Section):
@@ -816,9 +833,10 @@ class BootstrapConfig(_Section):
         True, description="the language phase also reads the align/instruct conversations' text without their images (answers it cannot know: costly guessing)"
     )
     spatial_text_scenes: int = Field(
-        256, ge=0,
+        256,
+        ge=0,
         description="scenes (rendered in memory, own seed) whose spatial conversations the LLM reads as text, image left out, in the language and instruct phases: the answer language the boost stage's frozen LLM needs",
-    )  # fmt: skip
+    )
     mark_conversations: int = Field(
         0, ge=0, le=8,
         description="marks only: single-turn conversations per image about one marked point (what / colour / where): "
@@ -1028,10 +1046,10 @@ def _default_encoders() -> dict[str, EncoderChoice]:
     }
 
 
-class LVLMPhase(BootstrapPhase):
+class LVLMPhase(PhaseSchedule):
     """One of LLaVA-1.5's two stages for a new encoder (train/lvlm_stage.py), through the one training
     loop. Defaults: LLaVA-1.5's scripts/v1_5/pretrain.sh and finetune.sh (haotian-liu/LLaVA);
-    epochs, max_steps and warmup_ratio as in a bootstrap phase; the loop settings not listed here are
+    epochs, max_steps and warmup_ratio as in any phase schedule; the loop settings not listed here are
     train-section defaults (clipping 1.0, AdamW betas/eps). lr and the batch sizes have no default:
     a profile says them (LLaVA's differ by a factor of 50 between the stages)."""
 
@@ -1062,16 +1080,32 @@ class LVLMPhase(BootstrapPhase):
 
 def _default_align() -> LVLMPhase:
     # pretrain.sh: 8 GPUs x 32 per device x 1 accumulation = 256, lr 1e-3, 1 epoch, wd 0, warmup 0.03, 2048
-    return LVLMPhase(data="data/llava/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", image_root="data/llava/LLaVA-Pretrain/images",
-                     output="models/lvlm/align", template="plain", image_aspect_ratio="square", lr=1e-3,
-                     global_batch_size=256, micro_batch_size=32)  # fmt: skip
+    return LVLMPhase(
+        data="data/llava/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json",
+        image_root="data/llava/LLaVA-Pretrain/images",
+        output="models/lvlm/align",
+        template="plain",
+        image_aspect_ratio="square",
+        lr=1e-3,
+        global_batch_size=256,
+        micro_batch_size=32,
+    )
 
 
 def _default_instruct() -> LVLMPhase:
     # finetune.sh: 8 GPUs x 16 x 1 = 128, lr 2e-5, 1 epoch, pad, group_by_modality_length, ZeRO-3 (here: FSDP)
-    return LVLMPhase(data="data/llava/llava_v1_5_mix665k.json", image_root="data/llava/images", output="models/lvlm/instruct",
-                     template="vicuna_v1", image_aspect_ratio="pad", lr=2e-5, global_batch_size=128, micro_batch_size=16,
-                     group_by_length=True, strategy="fsdp")  # fmt: skip
+    return LVLMPhase(
+        data="data/llava/llava_v1_5_mix665k.json",
+        image_root="data/llava/images",
+        output="models/lvlm/instruct",
+        template="vicuna_v1",
+        image_aspect_ratio="pad",
+        lr=2e-5,
+        global_batch_size=128,
+        micro_batch_size=16,
+        group_by_length=True,
+        strategy="fsdp",
+    )
 
 
 class LVLMConfig(_Section):
@@ -1110,9 +1144,10 @@ class RegisterConfig(_Section):
     """Section `registry`, used by the `register` stage: one MLflow run of the pipeline, the boosted encoder as a new version."""
 
     encoder_name: str | None = Field(
-        "dinov2-demo", min_length=1,
+        "dinov2-demo",
+        min_length=1,
         description="registered model = tracking.registry_prefix + this; null = the chosen encoder's name (lvlm.encoders)",
-    )  # fmt: skip
+    )
     enabled: bool = Field(True, description="False: log the run but register no encoder version")
 
 

@@ -129,9 +129,11 @@ def fetch_model(
 
 
 def fetch_models(
-    cfg: HubConfig, roles: Iterable[str] | None = None, download: Downloader | None = None,
+    cfg: HubConfig,
+    roles: Iterable[str] | None = None,
+    download: Downloader | None = None,
     mirror: str | Path | None = None,
-) -> dict[str, FetchRecord]:  # fmt: skip
+) -> dict[str, FetchRecord]:
     """Fetch the pinned checkpoints of `roles` (default: every hub.models role) into
     cfg.cache_dir/<role>, or cfg.encoder_dir/<role> for hub.encoders roles.
 
@@ -182,9 +184,12 @@ def recorded_commit(repo_dir: Path, name: str) -> str | None:
 
 
 def lock_revisions(
-    cfg: HubConfig, resolve: Resolver | None = None, mirror: str | Path | None = None, update: bool = False,
+    cfg: HubConfig,
+    resolve: Resolver | None = None,
+    mirror: str | Path | None = None,
+    update: bool = False,
     required: Iterable[str] | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """role -> the commit sha to pin: the pinned one, else (or with update=True, always) the
     repository's current `main` commit, or with a mirror the commit its download records hold.
 

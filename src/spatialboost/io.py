@@ -161,3 +161,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_stage_metrics(metrics_dir: str | os.PathLike[str], stage: str, metrics: dict[str, Any]) -> Path:
+    """`metrics` as `<metrics_dir>/<stage>.json` (atomically): the stage's DVC metrics file, written
+    the same by its flow and by its `spatialboost` command."""
+    path = Path(metrics_dir) / f"{stage}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, metrics)
+    return path

@@ -72,22 +72,30 @@ def resolve_tracking_uri(uri: str) -> str:
 
 @contextlib.contextmanager
 def _mlflow_at(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (needed by log_model / download_artifacts) at `uri` for a block,
-    then restore exactly what was there, environment variables included: MLflow's setters also
-    export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which would leak into later callers."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
+    """Point MLflow's fluent API (which `log_model` and a models:/ download need) at `uri` for a
+    block, then leave it exactly as it was, through MLflow's public API only. With no tracking
+    URI set in this process (the usual case) the block only sets MLFLOW_TRACKING_URI and
+    MLFLOW_REGISTRY_URI in the environment; a URI the caller set with `mlflow.set_tracking_uri`
+    or `set_registry_uri` is replaced for the block and put back. The environment is restored in
+    every case (MLflow's setters export it too, which would leak into later callers)."""
     env_names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved_env = {name: os.environ.get(name) for name in env_names}
-    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    saved_env = {name: os.environ.pop(name, None) for name in env_names}
+    # with the environment out of the way, what is left is what the caller set in this process
+    caller_tracking = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
+    caller_registry = mlflow.get_registry_uri()
+    os.environ.update({name: uri for name in env_names})
+    registry_was_set = mlflow.get_registry_uri() != uri  # a set registry URI outranks the environment
     try:
+        if caller_tracking is not None:
+            mlflow.set_tracking_uri(uri)
+        if registry_was_set:
+            mlflow.set_registry_uri(uri)
         yield
     finally:
-        mlflow.set_tracking_uri(saved_tracking)
-        registry_utils._registry_uri = saved_registry
+        if caller_tracking is not None:
+            mlflow.set_tracking_uri(caller_tracking)
+        if registry_was_set:
+            mlflow.set_registry_uri(caller_registry)
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -245,7 +253,7 @@ def _description(card: str, limit: int = MAX_DESCRIPTION_CHARS) -> str:
 def download_encoder(model_uri: str, tracking_uri: str | None = None, dst: str | os.PathLike[str] | None = None) -> Path:
     """Download `models:/NAME@ALIAS` (or a version) and return the exported encoder folder in it."""
     uri = resolve_tracking_uri(tracking_uri or mlflow.get_tracking_uri())
-    with _mlflow_at(uri):
+    with _mlflow_at(uri):  # download_artifacts' own tracking_uri / registry_uri do not reach a models:/ URI's registry lookup
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
     flavours = yaml.safe_load((local / "MLmodel").read_text())["flavors"]
     return local / flavours["python_function"]["data"]

@@ -87,8 +87,25 @@ def build_manifest(
             else:
                 quarantine.write(entry.to_json() + "\n")
                 by_reason[entry.reason] += 1
-    return ManifestReport(n_ok=n_ok, n_quarantined=sum(by_reason.values()), by_reason=dict(sorted(by_reason.items())),
-                          skipped=dict(getattr(source, "skipped", {})))  # fmt: skip
+    return ManifestReport(
+        n_ok=n_ok,
+        n_quarantined=sum(by_reason.values()),
+        by_reason=dict(sorted(by_reason.items())),
+        skipped=dict(getattr(source, "skipped", {})),
+    )
+
+
+def run_manifest_stage(cfg: DataConfig, progress: bool = False) -> dict[str, Any]:
+    """The `manifest` stage, what `spatialboost data manifest` and flows/manifest.py both run:
+    data.manifest and data.quarantine written; returns metrics/manifest.json."""
+    return build_manifest_for(cfg, progress).as_dict()
+
+
+def manifest_preflight(cfg: DataConfig) -> str | None:
+    """The user's mistakes, as one line, before the stage starts (None: ready)."""
+    from spatialboost.data.sources import source_problem
+
+    return cfg.watch_problem() or source_problem(cfg)
 
 
 def build_manifest_for(cfg: DataConfig, progress: bool = True) -> ManifestReport:

@@ -267,11 +267,21 @@ def _index_row(path: Path, raw: dict[str, Any]) -> IndexRow:
         raise RGBDFormatError(path, f"{image_id!r} has size {raw['width']}x{raw['height']}")
     gravity = tuple(math.nan if raw[f"gravity_{a}"] is None else float(raw[f"gravity_{a}"]) for a in "xyz")
     return IndexRow(
-        id=image_id, split=raw["split"], rgb=raw["rgb"], depth=raw["depth"], instances=raw["instances"],
-        annotation=raw["annotation"], width=int(raw["width"]), height=int(raw["height"]),
-        fx=float(raw["fx"]), fy=float(raw["fy"]), cx=float(raw["cx"]), cy=float(raw["cy"]),
-        gravity_cam=(gravity[0], gravity[1], gravity[2]), n_objects=int(raw["n_objects"]),
-    )  # fmt: skip
+        id=image_id,
+        split=raw["split"],
+        rgb=raw["rgb"],
+        depth=raw["depth"],
+        instances=raw["instances"],
+        annotation=raw["annotation"],
+        width=int(raw["width"]),
+        height=int(raw["height"]),
+        fx=float(raw["fx"]),
+        fy=float(raw["fy"]),
+        cx=float(raw["cx"]),
+        cy=float(raw["cy"]),
+        gravity_cam=(gravity[0], gravity[1], gravity[2]),
+        n_objects=int(raw["n_objects"]),
+    )
 
 
 def _open_png(path: Path) -> Image.Image:

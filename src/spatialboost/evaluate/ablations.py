@@ -140,11 +140,15 @@ def check_claims(results: Sequence[VariantResult]) -> list[dict[str, Any]]:
             verdict = "missed"
         else:
             verdict = "no difference beyond the seed spread"
-        checks.append({
-            "claim": description, "metric": metric, "verdict": verdict,
-            "values": {label: score[label] for label in [winner, *others]},
-            "spread": {o: spread[o] for o in others},
-        })  # fmt: skip
+        checks.append(
+            {
+                "claim": description,
+                "metric": metric,
+                "verdict": verdict,
+                "values": {label: score[label] for label in [winner, *others]},
+                "spread": {o: spread[o] for o in others},
+            }
+        )
     return checks
 
 
@@ -173,9 +177,13 @@ def ablation_table(results: Sequence[VariantResult]) -> str:
             loss = f"{r.train['first_loss']:.3f} → {r.train['final_loss']:.3f}"
         lines.append("| " + " | ".join([r.variant.label, loss, *(_cell(r, m) for m in JSON_METRICS)]) + " |")
     base = next((r for r in results if not r.error), results[0])
-    lines.append("| baseline encoder | – | " + " | ".join(
-        f"{_mean(base, 'baseline', m):.3f}" if _mean(base, "baseline", m) is not None else "–" for m in JSON_METRICS
-    ) + " |")  # fmt: skip
+    lines.append(
+        "| baseline encoder | – | "
+        + " | ".join(
+            f"{_mean(base, 'baseline', m):.3f}" if _mean(base, "baseline", m) is not None else "–" for m in JSON_METRICS
+        )
+        + " |"
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,7 @@ Each configured benchmark is read in its released layout (paths relative to its 
 Models are evaluated one at a time on cfg.device in the training precision (bf16 on GPU): the
 baseline is released before the boosted model loads. Per model: features of every image (or
 sliding window) are extracted in batches and cached per encoder fingerprint in shards of
-`shard_images` images; probe heads train on the cached features (probes.py's head grid, CPU);
+`shard_images` images; probe heads train on the cached features (head_grid.py, CPU);
 VQA answers (spatial and general) are greedy and batched through one generation path.
 
 Cost at the full protocols (ViT-L/14-336, float32 cache, 576 tokens x 1024 per window, 4.7 MB):
@@ -65,15 +65,9 @@ from spatialboost.evaluate.general_vqa import (
     run_general_vqa,
 )
 from spatialboost.evaluate.general_vqa import METRICS as GENERAL_VQA_METRICS
-from spatialboost.evaluate.probes import (
-    PatchTargets,
-    ProbeOptions,
-    ProbeResult,
-    classification_probe,
-    dense_probe,
-    depth_patch_target,
-    seg_patch_target,
-)
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probe_targets import PatchTargets, depth_patch_target, seg_patch_target
+from spatialboost.evaluate.probes import ProbeResult, classification_probe, dense_probe
 from spatialboost.evaluate.protocols import (
     PROTOCOLS,
     ClassificationProtocol,
@@ -180,8 +174,12 @@ def read_nyu_benchmark(root: str | Path) -> ProbeSplits:
     train = read_nyu(_need(root / "sync", "nyu.path", "BTS train frames"), "train", lists["train"])
     test = read_nyu(_need(root / "official_splits" / "test", "nyu.path", "Eigen test frames"), "test", lists["test"])
     crop_sample, crop_image = _cropped(nyu_train_crop_box)
-    return ProbeSplits("nyu", PROTOCOLS["nyu"], _transformed(train, crop_sample, crop_image),
-                       _transformed(test, _eigen_masked, lambda image: image))  # fmt: skip
+    return ProbeSplits(
+        "nyu",
+        PROTOCOLS["nyu"],
+        _transformed(train, crop_sample, crop_image),
+        _transformed(test, _eigen_masked, lambda image: image),
+    )
 
 
 def read_kitti_benchmark(root: str | Path) -> ProbeSplits:
@@ -192,8 +190,12 @@ def read_kitti_benchmark(root: str | Path) -> ProbeSplits:
     train = read_kitti_eigen(root, gt, lists["train"], "train", crop=None)
     test = read_kitti_eigen(root, gt, lists["test"], "test", crop="garg")  # Garg crop on the full frame first
     crop_sample, crop_image = _cropped(kb_crop_box)
-    return ProbeSplits("kitti", PROTOCOLS["kitti"], _transformed(train, crop_sample, crop_image),
-                       _transformed(test, crop_sample, crop_image))  # fmt: skip
+    return ProbeSplits(
+        "kitti",
+        PROTOCOLS["kitti"],
+        _transformed(train, crop_sample, crop_image),
+        _transformed(test, crop_sample, crop_image),
+    )
 
 
 _PROBE_READERS: dict[str, Callable[[Path], ProbeSplits]] = {
@@ -349,8 +351,18 @@ def window_features(run: FeatureRun, samples: SampleSet, plans: dict[str, Window
     parts = []
     for shard in _chunks(samples.ids, run.shard_images):
         ids = [f"{i}#{k}" for i in shard for k in range(len(plans[i]))]
-        parts.append(cached_features(run.encoder, ids, load, run.cache_dir, dataset, run.batch_size, run.fingerprint,
-                                     preprocess=pre))  # fmt: skip
+        parts.append(
+            cached_features(
+                run.encoder,
+                ids,
+                load,
+                cache_dir=run.cache_dir,
+                dataset=dataset,
+                batch_size=run.batch_size,
+                fingerprint=run.fingerprint,
+                preprocess=pre,
+            )
+        )
     return concat_features(parts)
 
 
@@ -376,12 +388,12 @@ def pooled_features(run: FeatureRun, samples: SampleSet, dataset: str) -> Featur
             run.encoder,
             list(shard),
             samples.image,
-            run.cache_dir,
-            dataset,
-            run.batch_size,
-            run.fingerprint,
+            cache_dir=run.cache_dir,
+            dataset=dataset,
+            batch_size=run.batch_size,
+            fingerprint=run.fingerprint,
             pooled=True,
-        )  # fmt: skip
+        )
         for shard in _chunks(samples.ids, run.shard_images)
     ]
     return concat_features(parts)
@@ -470,8 +482,10 @@ def dense_benchmark_probe(
         return segmentation_scores(confusion)
 
     if protocol.task == "depth":
-        return dense_probe("depth", ftrain, targets, options, 1, score_depth, protocol.depth_range)
-    return dense_probe("seg", ftrain, targets, options, protocol.num_classes, score_seg)
+        return dense_probe(
+            "depth", ftrain, targets, options=options, out_dim=1, score=score_depth, depth_range=protocol.depth_range
+        )
+    return dense_probe("seg", ftrain, targets, options=options, out_dim=protocol.num_classes, score=score_seg)
 
 
 def classification_benchmark_probe(run: FeatureRun, splits: ProbeSplits, options: ProbeOptions) -> ProbeResult:
@@ -506,8 +520,11 @@ def resolve_benchmarks(cfg: BenchmarksConfig) -> ResolvedBenchmarks:
             general[name], info[name] = _resolve_general(name, spec, cfg.subset_seed)
         elif isinstance(spec, ProbeBenchmarkConfig):
             full = read_probe_benchmark(name, spec)
-            splits = dataclasses.replace(full, train=full.train.subset(spec.max_train_images, cfg.subset_seed),
-                                         test=full.test.subset(spec.max_test_images, cfg.subset_seed))  # fmt: skip
+            splits = dataclasses.replace(
+                full,
+                train=full.train.subset(spec.max_train_images, cfg.subset_seed),
+                test=full.test.subset(spec.max_test_images, cfg.subset_seed),
+            )
             probes[name] = splits
             expected = splits.protocol.expected_test_images
             info[name] = {

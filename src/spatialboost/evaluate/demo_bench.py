@@ -50,9 +50,13 @@ _IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 BLINK_SCHEMA = pa.schema(
     [("idx", pa.string()), ("question", pa.string()), ("sub_task", pa.string())]
     + [(f"image_{i}", _IMAGE_STRUCT) for i in range(1, 5)]
-    + [("choices", pa.list_(pa.string())), ("answer", pa.string()), ("prompt", pa.string()),
-       ("explanation", pa.string())]
-)  # fmt: skip
+    + [
+        ("choices", pa.list_(pa.string())),
+        ("answer", pa.string()),
+        ("prompt", pa.string()),
+        ("explanation", pa.string()),
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -154,15 +158,32 @@ def write_demo_blink(
         point_a, point_b = (closer, farther) if a_closer else (farther, closer)
         idx = f"val_Relative_Depth_{n}"
         image = draw_point_markers(sample.rgb, [point_a, point_b], ["A", "B"])
-        rows.append({
-            "idx": idx, "question": BLINK_QUESTION, "sub_task": "Relative_Depth",
-            "image_1": {"bytes": _png(image), "path": f"{idx}.png"}, "image_2": None, "image_3": None,
-            "image_4": None, "choices": list(BLINK_CHOICES), "answer": "(A)" if a_closer else "(B)",
-            "prompt": BLINK_PROMPT, "explanation": "",
-        })  # fmt: skip
+        rows.append(
+            {
+                "idx": idx,
+                "question": BLINK_QUESTION,
+                "sub_task": "Relative_Depth",
+                "image_1": {"bytes": _png(image), "path": f"{idx}.png"},
+                "image_2": None,
+                "image_3": None,
+                "image_4": None,
+                "choices": list(BLINK_CHOICES),
+                "answer": "(A)" if a_closer else "(B)",
+                "prompt": BLINK_PROMPT,
+                "explanation": "",
+            }
+        )
         depth = sample.depth
-        truths.append(BlinkTruth(idx, sample.row.id, point_a, point_b,
-                                 float(depth[point_a[1], point_a[0]]), float(depth[point_b[1], point_b[0]])))  # fmt: skip
+        truths.append(
+            BlinkTruth(
+                idx,
+                sample.row.id,
+                point_a,
+                point_b,
+                float(depth[point_a[1], point_a[0]]),
+                float(depth[point_b[1], point_b[0]]),
+            )
+        )
     table = pa.Table.from_pylist(rows, schema=BLINK_SCHEMA)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: pq.write_table(table, f))
@@ -200,12 +221,20 @@ def _objects(sample: RGBDSample, min_pixels: int) -> list[_Object]:
         ys, xs = np.nonzero(sample.instances == obj["instance_id"])
         center, size = np.asarray(obj["box_world"]["center"]), np.asarray(obj["box_world"]["size"])
         cam = obj["box_camera"]["center"]
-        out.append(_Object(
-            name=name, bbox=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
-            left_m=float(center[1]), height_m=float(center[2]), distance_m=float(np.linalg.norm(center - camera)),
-            u=float(fx * cam[0] / cam[2] + cx), center=center, width_m=float(max(size[0], size[1])),
-            tall_m=float(size[2]), volume_m3=float(np.prod(size)),
-        ))  # fmt: skip
+        out.append(
+            _Object(
+                name=name,
+                bbox=(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1),
+                left_m=float(center[1]),
+                height_m=float(center[2]),
+                distance_m=float(np.linalg.norm(center - camera)),
+                u=float(fx * cam[0] / cam[2] + cx),
+                center=center,
+                width_m=float(max(size[0], size[1])),
+                tall_m=float(size[2]),
+                volume_m3=float(np.prod(size)),
+            )
+        )
     return out
 
 
@@ -328,14 +357,22 @@ def write_demo_spatialrgpt(
             else:
                 continue
             question, answer, used = made
-            rows.append({
-                "id": f"{image_id}-{k}",
-                "image_info": {"file_path": file_path, "height": sample.row.height, "width": sample.row.width},
-                "text_q": question,
-                "qa_info": {"type": "quantitative" if category in _QUANTITY else "qualitative", "category": category},
-                "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
-                "bbox": [list(o.bbox) for o in used],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": f"{image_id}-{k}",
+                    "image_info": {"file_path": file_path, "height": sample.row.height, "width": sample.row.width},
+                    "text_q": question,
+                    "qa_info": {
+                        "type": "quantitative" if category in _QUANTITY else "qualitative",
+                        "category": category,
+                    },
+                    "conversations": [
+                        {"from": "human", "value": f"<image>\n{question}"},
+                        {"from": "gpt", "value": answer},
+                    ],
+                    "bbox": [list(o.bbox) for o in used],
+                }
+            )
     if not rows:
         raise ValueError(f"no image of split {split!r} has a nameable object")
     path = root / "SpatialRGPT-Bench_demo.json"

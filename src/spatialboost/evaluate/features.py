@@ -218,6 +218,7 @@ def cached_features(
     encoder: VisionEncoder,
     ids: Sequence[str],
     load_image: Callable[[str], np.ndarray],
+    *,
     cache_dir: str | Path | None,
     dataset: str,
     batch_size: int = 32,

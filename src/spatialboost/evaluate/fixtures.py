@@ -174,11 +174,21 @@ def write_blink(root: Path, rng: np.random.Generator, n_val: int = 4) -> Path:
         for i in range(n_val):
             image, _ = _scene(rng, 96, 128, far_m=8.0)
             answer = "hidden" if split == "test" else ("(A)", "(B)")[i % 2]
-            rows.append({
-                "idx": f"{split}_Relative_Depth_{i + 1}", "question": BLINK_QUESTION, "sub_task": "Relative_Depth",
-                "image_1": {"bytes": _jpeg(image), "path": None}, "image_2": None, "image_3": None, "image_4": None,
-                "choices": ["A is closer", "B is closer"], "answer": answer, "prompt": BLINK_PROMPT, "explanation": "",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "idx": f"{split}_Relative_Depth_{i + 1}",
+                    "question": BLINK_QUESTION,
+                    "sub_task": "Relative_Depth",
+                    "image_1": {"bytes": _jpeg(image), "path": None},
+                    "image_2": None,
+                    "image_3": None,
+                    "image_4": None,
+                    "choices": ["A is closer", "B is closer"],
+                    "answer": answer,
+                    "prompt": BLINK_PROMPT,
+                    "explanation": "",
+                }
+            )
         pq.write_table(pa.Table.from_pylist(rows, schema=BLINK_SCHEMA), folder / f"{split}-00000-of-00001.parquet")
     return root
 

@@ -135,8 +135,10 @@ def comparison_markdown(metrics: Mapping[str, Any], family: str) -> str:
             row = paper_row(family, bench, metric)
             paper = (f"{row.baseline:g}", f"{row.boosted:g}", row.source) if row else ("–", "–", "–")
             arrow = "↑" if higher else "↓"
-            lines.append(f"| {BENCHMARK_NAMES[bench]} | {label} {arrow} | {_value(base, percent)} | "
-                         f"{_value(boost, percent)} | {delta} | {paper[0]} | {paper[1]} | {paper[2]} |")  # fmt: skip
+            lines.append(
+                f"| {BENCHMARK_NAMES[bench]} | {label} {arrow} | {_value(base, percent)} | "
+                f"{_value(boost, percent)} | {delta} | {paper[0]} | {paper[1]} | {paper[2]} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,7 @@ Deviations from the references, all forced by caching frozen features once per e
     - no training augmentation (random scale / crop / flip / rotation / colour): each training
       image is tiled into windows exactly as at test time;
     - heads train on patch-level targets (mean valid log-depth / majority class of the pixels a
-      patch covers, probes.py) with the probes' head grid, not DINOv2's pixel-level losses; the
+      patch covers, probe_targets.py) with the probes' head grid, not DINOv2's pixel-level losses; the
       depth head regresses log depth instead of classifying over 256 bins (no SigLoss / gradient
       loss); no test-time flip;
     - windows instead of one whole-image forward for depth (a fixed-size encoder cannot take

@@ -79,7 +79,7 @@ class Sample:
     objects: np.ndarray | None = None  # (H, W) bool: object pixels (depth is also scored there)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SampleSet:
     """The samples of one benchmark split, loaded on demand by id."""
 
@@ -121,9 +121,16 @@ class SampleSet:
         if unknown:
             raise KeyError(f"{self.name}/{self.split}: unknown ids {sorted(unknown)[:3]}")
         return SampleSet(
-            self.name, self.split, tuple(ids), self.load, self.num_classes, self.class_names,
-            self.depth_range, self.load_image, self.load_label,
-        )  # fmt: skip
+            name=self.name,
+            split=self.split,
+            ids=tuple(ids),
+            load=self.load,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            depth_range=self.depth_range,
+            label_names=self.load_image,
+            load_image=self.load_label,
+        )
 
     def subset(self, n: int | None, seed: int) -> SampleSet:
         """A seeded random subset of n ids in their original order (all when n is None or >= len):
@@ -189,8 +196,14 @@ def read_nyu(root: str | Path, split: str, filelist: str | Path | None = None) -
         rgb, depth = pairs[image_id]
         return Sample(image_id, read_rgb(rgb), depth=read_depth_png(depth, 1e-3))
 
-    return SampleSet("nyu", split, tuple(pairs), load, depth_range=NYU_DEPTH_RANGE,
-                     load_image=lambda i: read_rgb(pairs[i][0]))  # fmt: skip
+    return SampleSet(
+        name="nyu",
+        split=split,
+        ids=tuple(pairs),
+        load=load,
+        depth_range=NYU_DEPTH_RANGE,
+        load_image=lambda i: read_rgb(pairs[i][0]),
+    )
 
 
 # --- KITTI Eigen split ---------------------------------------------------------------------------
@@ -245,8 +258,14 @@ def read_kitti_eigen(
             depth = np.where(keep, depth, 0).astype(np.float32)
         return Sample(image_id, read_rgb(rgb), depth=depth)
 
-    return SampleSet("kitti", split, tuple(pairs), load, depth_range=KITTI_DEPTH_RANGE,
-                     load_image=lambda i: read_rgb(pairs[i][0]))  # fmt: skip
+    return SampleSet(
+        name="kitti",
+        split=split,
+        ids=tuple(pairs),
+        load=load,
+        depth_range=KITTI_DEPTH_RANGE,
+        load_image=lambda i: read_rgb(pairs[i][0]),
+    )
 
 
 # --- segmentation ----------------------------------------------------------------------------------
@@ -268,8 +287,15 @@ def read_ade20k(root: str | Path, split: str) -> SampleSet:
         seg = np.where(raw == 0, IGNORE_INDEX, raw - 1).astype(np.int32)  # 0 = other: not scored
         return Sample(image_id, read_rgb(images / f"{image_id}.jpg"), seg=seg)
 
-    return SampleSet("ade20k", split, tuple(stems), load, ADE20K_CLASSES, _ade20k_names(root),
-                     load_image=lambda i: read_rgb(images / f"{i}.jpg"))  # fmt: skip
+    return SampleSet(
+        name="ade20k",
+        split=split,
+        ids=tuple(stems),
+        load=load,
+        num_classes=ADE20K_CLASSES,
+        class_names=_ade20k_names(root),
+        load_image=lambda i: read_rgb(images / f"{i}.jpg"),
+    )
 
 
 def _ade20k_names(root: Path) -> tuple[str, ...] | None:
@@ -300,8 +326,15 @@ def read_voc(root: str | Path, split: str) -> SampleSet:
         seg = np.where(raw == 255, IGNORE_INDEX, raw).astype(np.int32)
         return Sample(image_id, read_rgb(root / "JPEGImages" / f"{image_id}.jpg"), seg=seg)
 
-    return SampleSet("voc2012", split, ids, load, len(VOC_CLASSES), VOC_CLASSES,
-                     load_image=lambda i: read_rgb(root / "JPEGImages" / f"{i}.jpg"))  # fmt: skip
+    return SampleSet(
+        name="voc2012",
+        split=split,
+        ids=ids,
+        load=load,
+        num_classes=len(VOC_CLASSES),
+        class_names=VOC_CLASSES,
+        load_image=lambda i: read_rgb(root / "JPEGImages" / f"{i}.jpg"),
+    )
 
 
 # --- classification --------------------------------------------------------------------------------
@@ -378,7 +411,15 @@ def read_cifar100(root: str | Path, split: str) -> SampleSet:
         i = index[image_id]
         return Sample(image_id, np.ascontiguousarray(images[i]), label=labels[i])
 
-    return SampleSet("cifar100", split, ids, load, len(names), names, load_label=lambda i: labels[index[i]])
+    return SampleSet(
+        name="cifar100",
+        split=split,
+        ids=ids,
+        load=load,
+        num_classes=len(names),
+        class_names=names,
+        load_label=lambda i: labels[index[i]],
+    )
 
 
 def read_image_folder(root: str | Path, split: str, name: str = "imagenet") -> SampleSet:
@@ -398,8 +439,16 @@ def read_image_folder(root: str | Path, split: str, name: str = "imagenet") -> S
         path, label = files[image_id]
         return Sample(image_id, read_rgb(path), label=label)
 
-    return SampleSet(name, split, tuple(files), load, len(classes), tuple(classes),
-                     load_image=lambda i: read_rgb(files[i][0]), load_label=lambda i: files[i][1])  # fmt: skip
+    return SampleSet(
+        name=name,
+        split=split,
+        ids=tuple(files),
+        load=load,
+        num_classes=len(classes),
+        class_names=tuple(classes),
+        load_image=lambda i: read_rgb(files[i][0]),
+        load_label=lambda i: files[i][1],
+    )
 
 
 # --- the procedural world (demo) -------------------------------------------------------------------
@@ -445,8 +494,22 @@ def read_world(
         s = dataset.sample(image_id)
         objects = s.annotation["objects"]
         seg = world_seg(s.instances, s.depth, objects, classes)
-        return Sample(image_id, s.rgb, depth=s.depth, seg=seg, label=dominant_label(objects, label_names, attribute),
-                      objects=s.instances > 0)  # fmt: skip
+        return Sample(
+            image_id,
+            s.rgb,
+            depth=s.depth,
+            seg=seg,
+            label=dominant_label(objects, label_names, attribute),
+            objects=s.instances > 0,
+        )
 
-    return SampleSet("world", split, tuple(dataset.ids(split)), load, 1 + len(classes), ("ground", *classes),
-                     load_image=dataset.rgb, label_names=label_names)  # fmt: skip
+    return SampleSet(
+        name="world",
+        split=split,
+        ids=tuple(dataset.ids(split)),
+        load=load,
+        num_classes=1 + len(classes),
+        class_names=("ground", *classes),
+        load_image=dataset.rgb,
+        label_names=label_names,
+    )

@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 
 from spatialboost.evaluate.comparison import SPREAD_FACTOR, Effect
 from spatialboost.evaluate.features import FeatureSet, crop_to_view, view_box
-from spatialboost.evaluate.probes import FittedHead, ProbeResult
+from spatialboost.evaluate.head_grid import FittedHead
+from spatialboost.evaluate.probes import ProbeResult
 from spatialboost.evaluate.readers import Sample
 from spatialboost.evaluate.vqa import VQAResult
 from spatialboost.io import write_bytes_atomic

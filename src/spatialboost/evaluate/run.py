@@ -18,7 +18,8 @@ from spatialboost.evaluate.benchmarks import evaluate_benchmarks, free_device_me
 from spatialboost.evaluate.comparison import accuracy_interval, compare, over_seeds, paired_interval
 from spatialboost.evaluate.demo_bench import DemoBenchOptions, DemoBenchPaths, write_demo_benches
 from spatialboost.evaluate.features import cached_features, encoder_fingerprint
-from spatialboost.evaluate.probes import ProbeOptions, ProbeResult, probe_encoder
+from spatialboost.evaluate.head_grid import ProbeOptions
+from spatialboost.evaluate.probes import ProbeResult, probe_encoder
 from spatialboost.evaluate.readers import SampleSet, read_world
 from spatialboost.evaluate.report import METRICS, VQA_KEYS, collect_metrics, depth_examples, metrics_json, write_report
 from spatialboost.evaluate.vqa import (
@@ -58,8 +59,14 @@ def model_folder(cfg: SpatialBoostConfig, run: str) -> Path:
 def probe_options(cfg: SpatialBoostConfig) -> ProbeOptions:
     """The probe grid of cfg.evaluate."""
     ev = cfg.evaluate
-    return ProbeOptions(learning_rates=ev.learning_rates, epochs=ev.epochs, seeds=ev.seeds, threads=ev.probe_threads,
-                        solver=ev.probe_solver, near_depth_m=ev.near_depth_m)  # fmt: skip
+    return ProbeOptions(
+        learning_rates=ev.learning_rates,
+        epochs=ev.epochs,
+        seeds=ev.seeds,
+        threads=ev.probe_threads,
+        solver=ev.probe_solver,
+        near_depth_m=ev.near_depth_m,
+    )
 
 
 def benchmark_items(paths: DemoBenchPaths, max_items: int | None) -> list[VQAItem]:
@@ -79,8 +86,15 @@ def evaluate_model(
     """
     vlm, tokenizer = load_eval_model(cfg, folder)
     fingerprint = encoder_fingerprint(vlm.encoder)
-    probes = probe_encoder(vlm.encoder, train, test, cfg.evaluate.tasks, probe_options(cfg),
-                           cfg.evaluate.cache_dir, fingerprint)  # fmt: skip
+    probes = probe_encoder(
+        vlm.encoder,
+        train=train,
+        test=test,
+        tasks=cfg.evaluate.tasks,
+        options=probe_options(cfg),
+        cache_dir=cfg.evaluate.cache_dir,
+        fingerprint=fingerprint,
+    )
     floor = probes.pop("floor", None)
     answer = vlm_batch_answer_fn(vlm, tokenizer, cfg.evaluate.max_new_tokens)
     vqa = run_vqa_batched(answer, items, cfg.evaluate.vqa_batch_size)
@@ -98,8 +112,14 @@ def _depth_figure(cfg: SpatialBoostConfig, test: SampleSet, outcomes: dict[str, 
     samples = [test[i] for i in range(min(n, len(test)))]
     heads = []
     for outcome in (outcomes["baseline"], outcomes["boosted"]):
-        feats = cached_features(outcome.encoder, test.ids, test.image, cfg.evaluate.cache_dir,
-                                f"{test.name}/{test.split}", fingerprint=outcome.fingerprint)  # fmt: skip
+        feats = cached_features(
+            outcome.encoder,
+            test.ids,
+            test.image,
+            cache_dir=cfg.evaluate.cache_dir,
+            dataset=f"{test.name}/{test.split}",
+            fingerprint=outcome.fingerprint,
+        )
         heads.append((outcome.probes["depth"].head, feats))
     return depth_examples(samples, outcomes["boosted"].encoder.preprocess, heads[0], heads[1])
 
@@ -150,8 +170,12 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
     ev = cfg.evaluate
     if ev.benchmarks.configured():  # the paper's benchmarks: no world scenes needed
         # bench_dir is a DVC output of the stage in every profile: say why it holds no benches
-        mark_skipped(ev.bench_dir, "evaluate", "evaluate.benchmarks is set: the paper's benchmarks are read where "
-                     "they are; no demo benchmarks are written from world scenes")  # fmt: skip
+        mark_skipped(
+            ev.bench_dir,
+            "evaluate",
+            "evaluate.benchmarks is set: the paper's benchmarks are read where "
+            "they are; no demo benchmarks are written from world scenes",
+        )
         return evaluate_benchmarks(cfg, {run: model_folder(cfg, run) for run in RUNS}, probe_options(cfg))
     train, test = (read_world(cfg.world.root, split, label=ev.world_label) for split in ("train", ev.split))
     if len(train) == 0 or len(test) == 0:
@@ -182,8 +206,13 @@ def evaluate_pipeline(cfg: SpatialBoostConfig) -> dict[str, Any]:
     out = Path(ev.output)
     notes = (f"{len(test)} {ev.split} images, {len(items)} VQA items; boosted: {len(boosted)} training seed(s), "
              f"control: {len(control)}.")  # fmt: skip
-    report = write_report(results, out, _depth_figure(cfg, test, {"baseline": baseline, "boosted": boosted[0]}),
-                          notes=notes, effects=effects)  # fmt: skip
+    report = write_report(
+        results,
+        out,
+        _depth_figure(cfg, test, {"baseline": baseline, "boosted": boosted[0]}),
+        notes=notes,
+        effects=effects,
+    )
     named = {"baseline": baseline, **{f"boosted-{i}": o for i, o in enumerate(boosted)},
              **{f"control-{i}": o for i, o in enumerate(control)}}  # fmt: skip
     detail = {

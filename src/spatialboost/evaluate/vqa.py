@@ -70,7 +70,7 @@ def decode_item_image(item_id: str, image_bytes: bytes | None, image_path: str |
         return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VQAItem:
     """One benchmark question; the image is decoded on demand (`image()`)."""
 
@@ -260,8 +260,12 @@ def parse_distance_m(text: str, default_unit: str | None = "m") -> float | None:
     not lengths.
     """
     clean = _CLOCK.sub(" ", _REGION.sub(" ", normalize_answer(text).replace("’", "'").replace("”", '"')))
-    clean = re.sub(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b", lambda m: _NUMBER_WORDS[m.group().lower()], clean,
-                   flags=re.IGNORECASE)  # fmt: skip
+    clean = re.sub(
+        r"\b(" + "|".join(_NUMBER_WORDS) + r")\b",
+        lambda m: _NUMBER_WORDS[m.group().lower()],
+        clean,
+        flags=re.IGNORECASE,
+    )
     matches = list(_QUANTITY.finditer(clean))
     if not matches:
         plain = re.search(_NUM, clean)
@@ -546,11 +550,21 @@ def run_vqa_batched(
     for item, prediction in zip(items, predictions, strict=True):
         score = score_item(item, prediction)
         scores.append(score)
-        records.append({
-            "id": item.id, "benchmark": item.benchmark, "qa_type": item.qa_type, "category": item.category,
-            "question": item.question, "answer": item.answer, "prediction": prediction, "group": score.group,
-            "correct": score.correct, "parsed": score.parsed, "rel_error": score.rel_error,
-        })  # fmt: skip
+        records.append(
+            {
+                "id": item.id,
+                "benchmark": item.benchmark,
+                "qa_type": item.qa_type,
+                "category": item.category,
+                "question": item.question,
+                "answer": item.answer,
+                "prediction": prediction,
+                "group": score.group,
+                "correct": score.correct,
+                "parsed": score.parsed,
+                "rel_error": score.rel_error,
+            }
+        )
     return VQAResult(vqa_metrics(items, scores), tuple(records))
 
 
@@ -609,8 +623,9 @@ def vlm_batch_answer_fn(vlm: Any, tokenizer: Any, max_new_tokens: int = 64) -> B
             ids[i, length - len(row) :], mask[i, length - len(row) :] = row, 1
         pixels = vlm.encoder.preprocess(list(images))
         with torch.inference_mode():
-            new_tokens = vlm.generate(ids.to(device), pixel_values=pixels, attention_mask=mask.to(device),
-                                      max_new_tokens=max_new_tokens)  # fmt: skip
+            new_tokens = vlm.generate(
+                ids.to(device), pixel_values=pixels, attention_mask=mask.to(device), max_new_tokens=max_new_tokens
+            )
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
     return answer
@@ -655,8 +670,18 @@ def read_blink(path: str | Path, sub_task: str = "Relative_Depth", split: str | 
                 continue
             image_bytes, image_path = _blink_image(row.get("image_1"), file.parent)
             question = row.get("prompt") or _with_choices(row["question"], row.get("choices") or [])
-            items.append(VQAItem(str(row["idx"]), BLINK_RELATIVE_DEPTH, question, str(row["answer"]),
-                                 "multiple_choice", sub_task, image_path, image_bytes))  # fmt: skip
+            items.append(
+                VQAItem(
+                    id=str(row["idx"]),
+                    benchmark=BLINK_RELATIVE_DEPTH,
+                    question=question,
+                    answer=str(row["answer"]),
+                    qa_type="multiple_choice",
+                    category=sub_task,
+                    image_path=image_path,
+                    image_bytes=image_bytes,
+                )
+            )
     return items
 
 
@@ -685,6 +710,16 @@ def read_spatialrgpt(path: str | Path, image_root: str | Path) -> list[VQAItem]:
         reference = next(turn["value"] for turn in conversations if turn.get("from") in ("gpt", "assistant"))
         question = row.get("text_q") or re.sub(r"<image>\s*", "", conversations[0]["value"]).strip()
         boxes = tuple(tuple(float(v) for v in box) for box in row.get("bbox") or [])
-        items.append(VQAItem(str(row["id"]), SPATIALRGPT, question, reference, qa["type"], qa["category"],
-                             str(Path(image_root) / info["file_path"]), boxes=boxes))  # fmt: skip
+        items.append(
+            VQAItem(
+                id=str(row["id"]),
+                benchmark=SPATIALRGPT,
+                question=question,
+                answer=reference,
+                qa_type=qa["type"],
+                category=qa["category"],
+                image_path=str(Path(image_root) / info["file_path"]),
+                boxes=boxes,
+            )
+        )
     return items

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from spatialboost.config import ObjectGeometryConfig
 from spatialboost.data.rgbd import RGBDDataset
 from spatialboost.extract.ground_truth import GroundTruthObserver
-from spatialboost.extract.observe import Observation, ObservationFailure
+from spatialboost.extract.protocols import Observation, ObservationFailure
 from spatialboost.extract.records import SceneRecord
 from spatialboost.extract.scene import SceneFailure, build_scene, fit_frame, image_rng
 from spatialboost.geometry import canonical_frame_from_gravity, unproject

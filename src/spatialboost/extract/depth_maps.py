@@ -111,8 +111,9 @@ def sha256_hex(payload: bytes) -> str:
 
 def depth_map_ref(file: str, payload: bytes) -> DepthMapRef:
     """The record's pointer to an encoded map stored in the archive `file` (relative to the shard folder)."""
-    return DepthMapRef(file=file, sha256=sha256_hex(payload), encoding=DEPTH_ENCODING, min_m=MIN_DEPTH_M,
-                       max_m=MAX_DEPTH_M)  # fmt: skip
+    return DepthMapRef(
+        file=file, sha256=sha256_hex(payload), encoding=DEPTH_ENCODING, min_m=MIN_DEPTH_M, max_m=MAX_DEPTH_M
+    )
 
 
 def member_name(sha256: str) -> str:

@@ -54,8 +54,9 @@ class DepthProEstimator:
             max_focal_px=max_focal_px,
             max_outside_fraction=max_outside_fraction,
         )
-        self.processor = DepthProImageProcessor.from_pretrained(model_path)
-        self.model = DepthProForDepthEstimation.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        self.processor = DepthProImageProcessor.from_pretrained(model_path, local_files_only=True)
+        model = DepthProForDepthEstimation.from_pretrained(model_path, local_files_only=True, dtype=self.dtype)
+        self.model = model.to(self.device).eval()
 
     def estimate(
         self,

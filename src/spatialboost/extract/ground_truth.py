@@ -15,8 +15,7 @@ import numpy as np
 
 from spatialboost.data.rgbd import RGBDDataset, RGBDFormatError, RGBDSample
 from spatialboost.extract.crops import mask_bbox
-from spatialboost.extract.observe import Observation, ObservationFailure
-from spatialboost.extract.protocols import Label, Mask
+from spatialboost.extract.protocols import Label, Mask, Observation, ObservationFailure
 from spatialboost.extract.records import Provenance
 
 

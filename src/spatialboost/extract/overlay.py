@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from spatialboost.extract.observe import Observation
+from spatialboost.extract.protocols import Observation
 from spatialboost.extract.records import ObjectRecord, SceneRecord
 from spatialboost.geometry import OrientedBox, project, valid_depth_mask
 from spatialboost.io import write_bytes_atomic
@@ -80,8 +80,12 @@ def render_overlay(observation: Observation, record: SceneRecord) -> np.ndarray:
     canvas.paste(right, (size[0] + GAP_PX, HEADER_PX))
     draw = ImageDraw.Draw(canvas)
     frame = record.frame
-    draw.text((4, 4), f"{record.image_id}  frame: {frame.source}  pitch {frame.pitch_deg:.1f}  roll {frame.roll_deg:.1f}",
-              fill=(0, 0, 0), font=font)  # fmt: skip
+    draw.text(
+        (4, 4),
+        f"{record.image_id}  frame: {frame.source}  pitch {frame.pitch_deg:.1f}  roll {frame.roll_deg:.1f}",
+        fill=(0, 0, 0),
+        font=font,
+    )
     valid = valid_depth_mask(observation.depth)
     if valid.any():
         low, high = np.percentile(observation.depth[valid], [2, 98])

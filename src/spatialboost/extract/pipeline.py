@@ -7,32 +7,37 @@ Layout of the output folder (cfg.extract.output):
                                    log-depth, content-addressed; extract/depth_maps.py)
     shard-00000.jsonl              one SceneRecord per image of shard 0 that succeeded
     ...
-    params.json                    the settings the shards were made with; other settings on a
-                                   rerun make every shard stale
+    params.json                    what the shards were made with; other params on a rerun
+                                   make every shard stale
     manifest.json                  schema version, params, every shard's files with sha256 and
                                    counts, totals, quarantine counts by reason; written last
     overlays/<id>.png              masks, labels, projected 3D boxes and depth, for a sample
 
-Every file is written under a temporary name and renamed into place. A shard's records file
-is renamed last (after its quarantine file and its depth archive), so its existence means the
-shard is complete; a killed run never leaves a
-partial shard visible, and a rerun resumes at the first missing shard. Each image's
-randomness comes from `image_rng(seed, id)`, so a shard's bytes do not depend on which run
-(or which worker) made it: same inputs, identical bytes.
+The folder is one of shards.py's resumable outputs, under its one rule: params.json is written
+before any shard, with everything that decides a shard's bytes (the settings, the seed, the data
+uri and the planned shards' ids); a shard's records file is renamed into place last (after its
+quarantine file and its depth archive), so its existence means the shard is complete; a rerun
+with other params removes every shard first. A killed run never leaves a partial shard visible
+and a rerun resumes at the missing shards. Each image's randomness comes from
+`image_rng(seed, id)`, so a shard's bytes do not depend on which run (or which worker) made it:
+same inputs, identical bytes.
 
-    ids = manifest_ids(cfg.data.manifest)             # images the data stage accepted
-    summary = run_extraction(cfg, ids, build_observer(cfg.extract, cfg.data, cfg.device))
+    summary = run_extract_stage(cfg)          # the stage: `spatialboost extract` and flows/extract.py
+    counts = extract_images(cfg, ids, observer)   # the same for any ids and observer (tests, benchmarks)
 
-For fan-out, plan_shards + extract_shard per shard (any order, any worker) + finalize.
+The flow runs each shard as a Prefect task (`run_shards`): plan_extraction, then
+extract_planned_shard per shard (any order, any worker), then finish_extraction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,24 +46,23 @@ from tqdm import tqdm
 
 from spatialboost.config import ExtractConfig, SpatialBoostConfig
 from spatialboost.data.manifest import read_manifest
+from spatialboost.data.rgbd import RGBDDataset
 from spatialboost.extract.depth_maps import (
-    DepthMapError,
-    archive_members,
     depth_map_ref,
     encode_depth,
-    member_name,
     write_depth_archive,
 )
-from spatialboost.extract.observe import Observation, ObservationFailure, ObservationSource
+from spatialboost.extract.factory import shared_observer
+from spatialboost.extract.protocols import Observation, ObservationFailure, ObservationSource
 from spatialboost.extract.records import SCHEMA_VERSION, QuarantineRecord, SceneRecord
 from spatialboost.extract.scene import SceneFailure, build_scene, image_rng
 from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic
+from spatialboost.shards import PARAMS_NAME, ShardedOutput, numbered_shards
 
 MANIFEST_NAME = "manifest.json"
-PARAMS_NAME = "params.json"
 OVERLAY_DIR = "overlays"
-SHARD_FILE = re.compile(r"^shard-(\d{5})\.(jsonl|quarantine\.jsonl|depth\.zip)$")
-"""The three files of a shard."""
+SHARD_SUFFIXES = (".quarantine.jsonl", ".depth.zip", ".jsonl")
+"""The three files of a shard, in the order they are written: the records file last (the marker)."""
 NOT_PARAMS = {"output", "n_overlays"}
 """ExtractConfig fields that change no byte of a shard."""
 
@@ -195,29 +199,6 @@ def scene_or_failure(
     )
 
 
-def shard_is_complete(out_dir: str | os.PathLike[str], index: int, ids: Sequence[str]) -> bool:
-    """True when shard `index` was fully written for exactly these ids, with every record's depth
-    map in its archive (a changed manifest or shard size makes an old shard stale, and an older
-    schema or a damaged file incomplete: both are recomputed)."""
-    records, quarantine = records_path(out_dir, index), quarantine_path(out_dir, index)
-    depth = depth_archive_path(out_dir, index)
-    if not (records.exists() and quarantine.exists() and depth.exists()):
-        return False
-    try:
-        scenes = [SceneRecord.from_json(line) for line in nonblank_lines(records)]
-        found = [scene.image_id for scene in scenes] + [
-            QuarantineRecord.from_json(line).id for line in nonblank_lines(quarantine)
-        ]
-        members = archive_members(depth)
-    except (ValueError, DepthMapError):
-        return False
-    stored = all(
-        s.depth_map is not None and s.depth_map.file == depth.name and member_name(s.depth_map.sha256) in members
-        for s in scenes
-    )
-    return stored and sorted(found) == sorted(ids)
-
-
 def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
     """Write manifest.json over shards 0 .. n_shards - 1 (all must be complete); returns it.
 
@@ -234,20 +215,22 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
         record_lines, quarantine_lines = nonblank_lines(records), nonblank_lines(quarantine)
         reasons = Counter(QuarantineRecord.from_json(line).reason for line in quarantine_lines)
         by_reason += reasons
-        shards.append({
-            "index": index,
-            "records": records.name,
-            "records_sha256": sha256_file(records),
-            "quarantine": quarantine.name,
-            "quarantine_sha256": sha256_file(quarantine),
-            "depth": depth.name,
-            "depth_sha256": sha256_file(depth),
-            "depth_bytes": depth.stat().st_size,
-            "n_records": len(record_lines),
-            "n_quarantined": len(quarantine_lines),
-            "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
-            "by_reason": dict(sorted(reasons.items())),
-        })  # fmt: skip
+        shards.append(
+            {
+                "index": index,
+                "records": records.name,
+                "records_sha256": sha256_file(records),
+                "quarantine": quarantine.name,
+                "quarantine_sha256": sha256_file(quarantine),
+                "depth": depth.name,
+                "depth_sha256": sha256_file(depth),
+                "depth_bytes": depth.stat().st_size,
+                "n_records": len(record_lines),
+                "n_quarantined": len(quarantine_lines),
+                "n_objects": sum(len(SceneRecord.from_json(line).objects) for line in record_lines),
+                "by_reason": dict(sorted(reasons.items())),
+            }
+        )
     keys = ("n_records", "n_quarantined", "n_objects", "depth_bytes")
     totals = {key: sum(shard[key] for shard in shards) for key in keys}
     params_path = out_dir / PARAMS_NAME
@@ -264,68 +247,120 @@ def finalize(out_dir: str | os.PathLike[str], n_shards: int) -> dict[str, Any]:
     return manifest
 
 
-def extraction_params(cfg: SpatialBoostConfig, backend: str) -> dict[str, Any]:
-    """Everything that decides a shard's bytes besides its ids: written to params.json."""
+def scene_shards(out_dir: str | os.PathLike[str]) -> ShardedOutput:
+    """The extraction's output folder as shards.py's resumable shards."""
+    return numbered_shards(out_dir, SHARD_SUFFIXES)
+
+
+def extraction_params(cfg: SpatialBoostConfig, shards: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Everything that decides a shard's bytes besides its index: written to params.json."""
     return {
         "schema_version": SCHEMA_VERSION,
         "seed": cfg.seed,
-        "backend": backend,
+        "backend": cfg.extract.backend,
         "data_uri": cfg.data.uri,
         "extract": cfg.extract.model_dump(mode="json", exclude=NOT_PARAMS),
+        "shards_sha256": hashlib.sha256(json.dumps([list(shard) for shard in shards]).encode()).hexdigest(),
     }
 
 
-def prepare_output(out_dir: str | os.PathLike[str], n_shards: int, params: dict[str, Any]) -> None:
-    """Create the folder and make what is in it safe to resume from.
+def plan_extraction(cfg: SpatialBoostConfig, ids: Sequence[str]) -> list[list[str]]:
+    """The shards of `ids`, with the output folder made safe to resume from (shards.py's rule:
+    shards of other params, or past the plan, are removed)."""
+    shards = plan_shards(ids, cfg.extract.shard_size)
+    scene_shards(cfg.extract.output).prepare(range(len(shards)), extraction_params(cfg, shards))
+    return shards
 
-    Removes crash temporaries and the old manifest (rewritten when the run completes), shards
-    past `n_shards` (a larger earlier run), and every shard when params.json differs from
-    `params` (shards made with other settings are stale); then writes params.json.
+
+def extract_planned_shard(
+    cfg: SpatialBoostConfig, index: int, ids: Sequence[str], observer: ObservationSource | None = None
+) -> ShardReport | None:
+    """Write shard `index` of the plan unless it is complete (resume: None).
+
+    observer: default the one of this process (`shared_observer`), built from the config once.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    params_path = out_dir / PARAMS_NAME
-    same_params = params_path.exists() and json.loads(params_path.read_text()) == params
-    for path in sorted(out_dir.glob("shard-*")):
-        match = SHARD_FILE.match(path.name)
-        if match and (int(match.group(1)) >= n_shards or not same_params):
-            path.unlink()
-    write_json_atomic(params_path, params)
+    if scene_shards(cfg.extract.output).is_complete(index):
+        return None
+    observer = observer or shared_observer(cfg.extract, cfg.data, cfg.device)
+    return extract_shard(observer, ids, index, cfg.extract, cfg.extract.output, seed=cfg.seed)
 
 
-def run_extraction(
+def finish_extraction(
+    cfg: SpatialBoostConfig, ids: Sequence[str], n_shards: int, observer: ObservationSource | None = None
+) -> dict[str, Any]:
+    """Write the manifest and cfg.extract.n_overlays sample overlays; returns the run's totals."""
+    manifest = finalize(cfg.extract.output, n_shards)
+    n_overlays = 0
+    if cfg.extract.n_overlays > 0:
+        observer = observer or shared_observer(cfg.extract, cfg.data, cfg.device)
+        n_overlays = write_sample_overlays(observer, Path(cfg.extract.output), ids, n_shards, cfg.extract.n_overlays)
+    return {**manifest["totals"], "quarantine_by_reason": manifest["quarantine_by_reason"], "n_overlays": n_overlays}
+
+
+def extraction_accuracy(cfg: SpatialBoostConfig, split: str = "test") -> dict[str, Any]:
+    """Pair distances, relations and ground-plane angles of `split` against the world's own truth."""
+    from spatialboost.extract.accuracy import evaluate_dataset
+
+    ids = RGBDDataset(cfg.data.uri).ids(split)
+    return evaluate_dataset(cfg.data.uri, ids, cfg.extract.geometry, seed=cfg.seed, min_objects=cfg.extract.min_objects)
+
+
+def extract_images(
     cfg: SpatialBoostConfig,
     ids: Sequence[str],
-    observer: ObservationSource,
-    progress: bool = True,
+    observer: ObservationSource | None = None,
+    *,
+    run_shards: Callable[[list[list[str]]], list[ShardReport | None]] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Extract every id into cfg.extract.output, skipping shards already complete; then write the
-    manifest and cfg.extract.n_overlays overlays. Returns the summary for metrics/extract.json."""
-    out_dir = Path(cfg.extract.output)
-    shards = plan_shards(ids, cfg.extract.shard_size)
-    prepare_output(out_dir, len(shards), extraction_params(cfg, observer.backend))
-    n_skipped = 0
-    with tqdm(total=len(ids), desc="extract", unit="img", disable=not progress) as bar:
-        for index, shard_ids in enumerate(shards):
-            if shard_is_complete(out_dir, index, shard_ids):
-                n_skipped += 1
-            else:
-                extract_shard(observer, shard_ids, index, cfg.extract, out_dir, seed=cfg.seed)
-            bar.update(len(shard_ids))
-    manifest = finalize(out_dir, len(shards))
-    n_overlays = write_sample_overlays(observer, out_dir, ids, len(shards), cfg.extract.n_overlays)
-    totals = manifest["totals"]
+    """Every id into cfg.extract.output (resuming at the missing shards), then the manifest and the
+    overlays; returns the counts.
+
+    observer: default one per process, built from the config. run_shards: runs the planned shards,
+    one report each (None = skipped as complete) in plan order: the flow submits one Prefect task
+    per shard; default here, one after the other.
+    """
+    shards = plan_extraction(cfg, ids)
+    if run_shards is None:
+        planned = tqdm(list(enumerate(shards)), desc="extract", unit="shard", disable=not progress)
+        reports = [extract_planned_shard(cfg, index, shard, observer) for index, shard in planned]
+    else:
+        reports = run_shards(shards)
+    totals = finish_extraction(cfg, ids, len(shards), observer)
     return {
-        "backend": observer.backend,
-        "n_shards": len(shards),
-        "n_shards_skipped": n_skipped,
+        "backend": cfg.extract.backend,
         **totals,
-        "objects_per_record": totals["n_objects"] / totals["n_records"] if totals["n_records"] else 0.0,
-        "quarantine_by_reason": manifest["quarantine_by_reason"],
-        "n_overlays": n_overlays,
+        "n_shards": len(shards),
+        "n_shards_skipped": sum(report is None for report in reports),
     }
+
+
+def extract_preflight(cfg: SpatialBoostConfig) -> str | None:
+    """The user's mistakes, as one line, before the stage starts (None: ready): a source or a data
+    manifest that is not there."""
+    from spatialboost.data.sources import source_problem
+
+    problem = cfg.data.watch_problem()
+    if problem is None and not Path(cfg.data.manifest).is_file():
+        problem = f"data.manifest: {cfg.data.manifest} does not exist (run the manifest stage first: dvc repro manifest)"
+    return problem or source_problem(cfg.data)
+
+
+def run_extract_stage(
+    cfg: SpatialBoostConfig,
+    *,
+    run_shards: Callable[[list[list[str]]], list[ShardReport | None]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The `extract` stage, what `spatialboost extract` and flows/extract.py both run: the data
+    manifest's images (extract_images), then, with ground truth at hand (data.source world), the
+    test split measured against it. Returns metrics/extract.json."""
+    start = time.perf_counter()
+    metrics = extract_images(cfg, manifest_ids(cfg.data.manifest), run_shards=run_shards, progress=progress)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    if cfg.data.source == "world" and cfg.extract.backend == "ground_truth":
+        metrics["accuracy"] = extraction_accuracy(cfg)
+    return metrics
 
 
 def overlay_sample(ids: Sequence[str], n: int) -> list[str]:

@@ -47,8 +47,9 @@ class HFSam2Segmenter:
         self.points_per_batch = points_per_batch
         self.filter = mask_filter or MaskFilter()
         self.grid = point_grid(points_per_side)  # (P, 2) relative (x, y)
-        self.processor = Sam2Processor.from_pretrained(model_path)
-        self.model = Sam2Model.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        self.processor = Sam2Processor.from_pretrained(model_path, local_files_only=True)
+        model = Sam2Model.from_pretrained(model_path, local_files_only=True, dtype=self.dtype)
+        self.model = model.to(self.device).eval()
 
     def segment(self, images: Sequence[np.ndarray]) -> list[list[Mask]]:
         """images: (H, W, 3) uint8 each. Returns per image its kept masks, best score first."""

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from spatialboost.config import ObjectGeometryConfig
-from spatialboost.extract.observe import Observation
+from spatialboost.extract.protocols import Observation
 from spatialboost.extract.records import (
     CanonicalBox,
     DepthStats,
@@ -186,7 +186,7 @@ def fit_frame(
     return canonical_frame(
         background,
         gravity,
-        rng,
+        rng=rng,
         threshold_m=geometry.ransac_threshold_m,
         iterations=geometry.ransac_iterations,
         min_inliers=geometry.ransac_min_inliers,
@@ -223,13 +223,19 @@ def measure_mask(
         completion=completion_params(geometry),
         pixel_angle_rad=1.0 / min(obs.fx, obs.fy),
         seen_through=free_space_test(
-            obs.depth, obs.fx, obs.fy, obs.cx, obs.cy, frame.rotation, frame.translation,
-            ndimage.binary_dilation(mask),
+            obs.depth,
+            fx=obs.fx,
+            fy=obs.fy,
+            cx=obs.cx,
+            cy=obs.cy,
+            rotation=frame.rotation,
+            translation=frame.translation,
+            own_mask=ndimage.binary_dilation(mask),
         ),
-    )  # fmt: skip
+    )
     if measured.evidence.n_kept < geometry.min_points_per_object:
         return "too_few_points"
-    return object_record(obs, index, mask, area, n_points, measured, frame)
+    return object_record(obs, index=index, mask=mask, area=area, n_points=n_points, measured=measured, frame=frame)
 
 
 def completion_params(geometry: ObjectGeometryConfig) -> CompletionParams:
@@ -239,6 +245,7 @@ def completion_params(geometry: ObjectGeometryConfig) -> CompletionParams:
 
 def object_record(
     obs: Observation,
+    *,
     index: int,
     mask: np.ndarray,
     area: int,

@@ -199,6 +199,7 @@ def round_prior_axis(
 
 def free_space_test(
     depth: np.ndarray,
+    *,
     fx: float,
     fy: float,
     cx: float,

@@ -129,6 +129,7 @@ def canonical_frame_from_gravity(
 def canonical_frame(
     points_cam: np.ndarray,
     gravity_cam: np.ndarray | None,
+    *,
     rng: np.random.Generator,
     threshold_m: float = 0.02,
     iterations: int = 200,
@@ -154,7 +155,13 @@ def canonical_frame(
     if gravity is not None:
         up = -gravity
         found = fit_ground_plane_ransac(
-            points_cam, rng, threshold_m, iterations, min_inliers, up_hint=up, max_tilt_deg=gravity_tilt_deg
+            points_cam,
+            rng,
+            threshold_m=threshold_m,
+            iterations=iterations,
+            min_inliers=min_inliers,
+            up_hint=up,
+            max_tilt_deg=gravity_tilt_deg,
         )
         if isinstance(found, GroundPlane):
             inlier_points = np.asarray(points_cam, dtype=np.float64)[found.inliers]
@@ -165,7 +172,13 @@ def canonical_frame(
         return _frame(gravity, None, "dataset_gravity", None, reason)
 
     found = fit_ground_plane_ransac(
-        points_cam, rng, threshold_m, iterations, min_inliers, up_hint=CAMERA_UP, max_tilt_deg=max_tilt_deg
+        points_cam,
+        rng,
+        threshold_m=threshold_m,
+        iterations=iterations,
+        min_inliers=min_inliers,
+        up_hint=CAMERA_UP,
+        max_tilt_deg=max_tilt_deg,
     )
     if isinstance(found, GroundPlane):
         reason = f"no gravity given; ground plane of {found.inliers.sum()} points"

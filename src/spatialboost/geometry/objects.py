@@ -122,6 +122,7 @@ def object_confidence(evidence: ObjectEvidence, weights: ConfidenceWeights | Non
 def measure_object(
     points_cam: np.ndarray,
     frame: CanonicalFrame,
+    *,
     focal_source: FocalSource = "dataset",
     outliers: OutlierParams | None = None,
     weights: ConfidenceWeights | None = None,

@@ -62,6 +62,7 @@ def fit_plane_least_squares(points: np.ndarray, up_hint: np.ndarray = CAMERA_UP)
 def fit_ground_plane_ransac(
     points: np.ndarray,
     rng: np.random.Generator,
+    *,
     threshold_m: float = 0.02,
     iterations: int = 200,
     min_inliers: int = 50,

@@ -12,7 +12,8 @@ training moves Attn+ and the gates only.
 
 "Attn" is the whole attention module of a block as its library defines it: the q/k/v
 projections, the attention itself and the output projection (open_clip's nn.MultiheadAttention,
-transformers' Dinov2Attention / CLIPAttention / SiglipAttention / DINOv3ViTAttention). Its output is what the block
+transformers' Dinov2Attention / CLIPAttention / SiglipAttention / DINOv3ViTAttention; each
+encoder adapter names it, `VisionEncoder.attention_name`, so a new family touches encoders.py only). Its output is what the block
 adds to its residual stream, so the gate mixes residual-stream channels. On a ViT-L/14 this adds
 about a third of the encoder's parameters (see `test_parameter_growth_vit_large`).
 
@@ -31,15 +32,6 @@ import torch
 from torch import nn
 
 from spatialboost.models.encoders import VisionEncoder
-
-# family -> name of the attention submodule inside each block of `encoder.blocks`
-ATTENTION_NAMES: dict[str, str] = {
-    "open_clip": "attn",  # ResidualAttentionBlock.attn: nn.MultiheadAttention(q, k, v, ...) -> (out, weights)
-    "dinov2": "attention",  # Dinov2Layer.attention: Dinov2Attention(hidden_states, ...) -> (out, weights)
-    "clip": "self_attn",  # CLIPEncoderLayer.self_attn: CLIPAttention(hidden_states, ...) -> (out, weights)
-    "siglip": "self_attn",  # SiglipEncoderLayer.self_attn: SiglipAttention(hidden_states, ...) -> (out, weights)
-    "dinov3": "attention",  # DINOv3ViTLayer.attention: DINOv3ViTAttention(hidden_states, position_embeddings=...) -> (out, weights)
-}
 
 
 class DualChannelAttention(nn.Module):
@@ -85,7 +77,7 @@ def add_dual_channel(encoder: VisionEncoder, freeze_rest: bool = True) -> DualCh
     """
     if is_dual_channel(encoder):
         raise ValueError("the encoder already has dual-channel attention")
-    name = ATTENTION_NAMES[encoder.family]
+    name = encoder.attention_name  # each family's adapter says which submodule of a block is its attention
     params_before = _count(encoder)
     if freeze_rest:
         encoder.requires_grad_(False)

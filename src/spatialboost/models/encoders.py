@@ -79,6 +79,8 @@ class VisionEncoder(nn.Module):
     family: ClassVar[str]
     num_prefix_tokens: int = 1  # tokens before the patches (CLS, registers); a property where the config says
     blocks_path: ClassVar[str]  # dotted path of the ModuleList of transformer blocks inside `model`
+    attention_name: ClassVar[str]  # the attention submodule of each block: what dual-channel attention wraps
+    lora_targets: ClassVar[tuple[str, ...]]  # the attention projections LoRA adapts by default (train.lora)
 
     def __init__(
         self,
@@ -219,6 +221,8 @@ class _HFEncoder(VisionEncoder):
 class Dinov2Encoder(_HFEncoder):
     family = "dinov2"
     blocks_path = "encoder.layer"
+    attention_name = "attention"  # Dinov2Layer.attention: Dinov2Attention(hidden_states, ...) -> (out, weights)
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj")  # Dinov2Attention (transformers 5)
     model_class = Dinov2Model
     config_class = Dinov2Config
     final_norm_name = "layernorm"
@@ -228,6 +232,8 @@ class Dinov2Encoder(_HFEncoder):
 class CLIPVisionEncoder(_HFEncoder):
     family = "clip"
     blocks_path = "encoder.layers"
+    attention_name = "self_attn"  # CLIPEncoderLayer.self_attn: CLIPAttention(hidden_states, ...) -> (out, weights)
+    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj")
     model_class = CLIPVisionModel
     config_class = CLIPVisionConfig
     final_norm_name = "post_layernorm"
@@ -238,6 +244,8 @@ class SiglipVisionEncoder(_HFEncoder):
     family = "siglip"
     num_prefix_tokens = 0
     blocks_path = "encoder.layers"
+    attention_name = "self_attn"  # SiglipEncoderLayer.self_attn: SiglipAttention(hidden_states, ...) -> (out, weights)
+    lora_targets = ("q_proj", "k_proj", "v_proj", "out_proj")
     model_class = SiglipVisionModel
     config_class = SiglipVisionConfig
     final_norm_name = "post_layernorm"
@@ -251,6 +259,9 @@ class DINOv3Encoder(_HFEncoder):
 
     family = "dinov3"
     blocks_path = "model.layer"
+    # DINOv3ViTLayer.attention: DINOv3ViTAttention(hidden_states, position_embeddings=...) -> (out, weights)
+    attention_name = "attention"
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj")  # DINOv3ViTAttention
     model_class = DINOv3ViTModel
     config_class = DINOv3ViTConfig
     final_norm_name = "norm"
@@ -274,6 +285,8 @@ class OpenCLIPEncoder(VisionEncoder):
 
     family = "open_clip"
     blocks_path = "transformer.resblocks"
+    attention_name = "attn"  # ResidualAttentionBlock.attn: nn.MultiheadAttention(q, k, v, ...) -> (out, weights)
+    lora_targets = ("attn",)  # nn.MultiheadAttention: peft's LoRA wraps it as a whole
 
     @property
     def hidden_size(self) -> int:

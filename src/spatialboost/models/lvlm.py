@@ -114,8 +114,9 @@ def build_lvlm(
     return SpatialVLM(encoder, language_model, image_token_id, projector).eval()
 
 
-def write_pointer(folder: str | Path, encoder: str, *, vlm: str | None = None, released: str | None = None,
-                  pin: dict | None = None) -> Path:  # fmt: skip
+def write_pointer(
+    folder: str | Path, encoder: str, *, vlm: str | None = None, released: str | None = None, pin: dict | None = None
+) -> Path:
     """Write `folder/lvlm.json` (atomically): the LVLM of `encoder` is `folder/vlm` or the released
     checkpoint folder `released` (a path as the params give it); `pin`: its hub pin, so that a new pin
     changes this file (and DVC reruns what depends on it)."""

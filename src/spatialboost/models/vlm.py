@@ -56,6 +56,7 @@ class SplicedBatch:
 
 def expand_image_tokens(
     input_ids: torch.Tensor,
+    *,
     attention_mask: torch.Tensor,
     labels: torch.Tensor | None,
     image_token_id: int,
@@ -144,7 +145,14 @@ class SpatialVLM(nn.Module):
             )
         features = self.image_features(pixel_values) if n_images else None  # (I, N, D)
         num_patches = 1 if features is None else features.shape[1]
-        batch = expand_image_tokens(input_ids, attention_mask, labels, self.image_token_id, num_patches, padding_side)
+        batch = expand_image_tokens(
+            input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            image_token_id=self.image_token_id,
+            num_patches=num_patches,
+            padding_side=padding_side,
+        )
         embed_tokens = self.language_model.get_input_embeddings()
         embeds = embed_tokens(batch.input_ids.masked_fill(batch.image_mask, 0))  # (B, T', D)
         if features is not None:

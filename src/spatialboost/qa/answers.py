@@ -347,10 +347,15 @@ class TurnWriter:
                 answer += f"; the shortest is {order[-1].name}, {self.fmt.extent(order[-1].size[2])} {self.fmt.unit}"
             answer = f"{answer}." if order else inventory(objects)
         turn = Turn(
-            level="caption", qtype=kind, question=question, answer=capitalize(answer), answer_type="text",  # type: ignore[arg-type]
-            value=tuple(o.object_id for o in order), object_ids=tuple(o.object_id for o in objects),
+            level="caption",
+            qtype=kind,
+            question=question,
+            answer=capitalize(answer),
+            answer_type="text",  # type: ignore[arg-type]
+            value=tuple(o.object_id for o in order),
+            object_ids=tuple(o.object_id for o in objects),
             confidence=round(min((o.confidence for o in objects), default=1.0), 6),
-        )  # fmt: skip
+        )
         self.n_written += 1
         return turn
 

@@ -183,8 +183,16 @@ def check_sidecar(records: Iterable[dict[str, Any]], dataset: RGBDDataset, max_e
             stats["n"] += 1
             stats["agree"] += int(ok)
             if not ok and len(examples) < max_examples:
-                examples.append({"image_id": image_id, "qtype": turn["qtype"], "question": turn["question"],
-                                 "answer": turn["answer"], "value": turn["value"], "errors": detail})  # fmt: skip
+                examples.append(
+                    {
+                        "image_id": image_id,
+                        "qtype": turn["qtype"],
+                        "question": turn["question"],
+                        "answer": turn["answer"],
+                        "value": turn["value"],
+                        "errors": detail,
+                    }
+                )
     return {
         "images": len(images),
         "choice_bool": _rate(discrete),

@@ -49,7 +49,7 @@ ORDERS = ("forward", "reversed", "shuffled", "single_turn")
 _STREAMS = ("words", "probes", "plan")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Conversation:
     """The turns of one image in forward order: spatial turns, then caption turns.
 
@@ -123,7 +123,16 @@ def synthesize_conversation(
         for o in facts.objects
     )
     marks = tuple({"label": label, "x": x, "y": y} for (x, y), label in writer.marks.items())
-    return Conversation(record.image_id, record.image_uri, unit, tuple(turns), levels, skipped, objects, marks)
+    return Conversation(
+        image_id=record.image_id,
+        image_uri=record.image_uri,
+        unit=unit,
+        turns=tuple(turns),
+        levels=levels,
+        skipped=skipped,
+        objects=objects,
+        marks=marks,
+    )
 
 
 def plan_questions(
@@ -149,9 +158,11 @@ def plan_questions(
     chains["object"] = object_chains(facts, pairs, margins, tol, draws, skips)
     taken["object"] = take(chains["object"], budget["object"], used)
     focus = _mentioned(taken["object"])
-    chains["pixel"] = pixel_chains(probes, facts, margins, tol, draws, skips, focus)
+    chains["pixel"] = pixel_chains(probes, facts, margins=margins, tol=tol, draws=draws, skips=skips, focus=focus)
     taken["pixel"] = take(chains["pixel"], budget["pixel"], used)
-    chains["scene"] = scene_chains(facts, pairs, margins, tol, draws, skips, focus + _mentioned(taken["pixel"]))
+    chains["scene"] = scene_chains(
+        facts, pairs, margins=margins, tol=tol, draws=draws, skips=skips, focus=focus + _mentioned(taken["pixel"])
+    )
     taken["scene"] = take(chains["scene"], budget["scene"], used)
 
     if not probes and cfg.mix.pixel:

@@ -123,7 +123,17 @@ def scene_facts(
         use_box = draws.flip() if names[i] in repeated else False
         if obj.confidence < min_confidence:
             continue
-        facts.append(_object_facts(record, obj, masks[i], names[i], names[i] in repeated, use_box, i in occluded))
+        facts.append(
+            _object_facts(
+                record,
+                obj,
+                masks[i],
+                name=names[i],
+                repeated=names[i] in repeated,
+                use_box=use_box,
+                occluded=i in occluded,
+            )
+        )
     return SceneFacts(
         image_id=record.image_id,
         width=record.width,
@@ -139,7 +149,14 @@ def scene_facts(
 
 
 def _object_facts(
-    record: SceneRecord, obj: ObjectRecord, mask: np.ndarray, name: str, repeated: bool, use_box: bool, occluded: bool
+    record: SceneRecord,
+    obj: ObjectRecord,
+    mask: np.ndarray,
+    *,
+    name: str,
+    repeated: bool,
+    use_box: bool,
+    occluded: bool,
 ) -> ObjectFacts:
     x0, y0, x1, y1 = obj.bbox
     point, box = None, None

@@ -26,10 +26,12 @@ Every scene ends in exactly one of two files: a conversation with a turn of each
 cfg.required_levels, or a quarantine record saying why not (no stored depth, a damaged depth
 map, no question at all, no turn of a required level). No conversation is ever empty.
 
-    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world")
+    summary = run_synthesize_stage(cfg)    # the stage: `spatialboost synthesize` and flows/synthesize.py
+    summary = synthesize("data/scenes", cfg.synthesize, image_root="data/world")   # any scenes (tests)
 
-For fan-out: `shards = plan(...)`, `prepare_output(cfg, shards)` once, `synthesize_shard` per
-shard (any order, any worker), then `finalize(cfg, shards, image_root)`.
+The folder is one of shards.py's resumable outputs, under its one rule. For fan-out: `shards =
+plan(...)`, `prepare_output(cfg, shards)` once, `synthesize_shard` per shard (any order, any
+worker), then `finalize_and_summarize(cfg, shards, image_root, counts)`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ import enum
 import json
 import os
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from tqdm import tqdm
 
-from spatialboost.config import SynthesizeConfig
+from spatialboost.config import SpatialBoostConfig, SynthesizeConfig
 from spatialboost.extract.depth_maps import DepthMapError, DepthMaps
 from spatialboost.extract.records import QuarantineRecord, SceneRecord
 from spatialboost.io import nonblank_lines, open_text_atomic, remove_stale_temporaries, sha256_file, write_json_atomic
@@ -63,11 +67,11 @@ from spatialboost.qa.formats import (
 )
 from spatialboost.qa.report import conversation_stats, write_sample_png, write_stats_png
 from spatialboost.qa.turns import SCHEMA_VERSION
+from spatialboost.shards import PARAMS_NAME, ShardedOutput, numbered_shards
 
 SCENE_SHARD = re.compile(r"^shard-(\d{5})\.jsonl$")
 """Scene-record shards of the extraction stage (its quarantine files do not match)."""
 
-PARAMS_NAME = "params.json"
 MANIFEST_NAME = "manifest.json"
 SAMPLES_DIR = "samples"
 NOT_PARAMS = {"output", "n_renderings"}
@@ -141,13 +145,7 @@ def plan(scene_shards_dir: str | os.PathLike[str], cfg: SynthesizeConfig) -> lis
 def shard_paths(out_dir: str | os.PathLike[str], index: int) -> dict[str, Path]:
     """The four files of QA shard `index`: llava, parquet, quarantine, sidecar (the completion
     marker, written last)."""
-    stem = Path(out_dir) / f"shard-{index:05d}"
-    return {
-        "llava": stem.with_name(stem.name + ".llava.json"),
-        "parquet": stem.with_name(stem.name + ".parquet"),
-        "quarantine": stem.with_name(stem.name + ".quarantine.jsonl"),
-        "sidecar": stem.with_name(stem.name + ".jsonl"),
-    }
+    return dict(zip(("llava", "parquet", "quarantine", "sidecar"), qa_shards(out_dir).unit_files(index), strict=True))
 
 
 def synthesis_params(
@@ -163,29 +161,27 @@ def synthesis_params(
     }
 
 
+QA_SHARD_SUFFIXES = (".llava.json", ".parquet", ".quarantine.jsonl", ".jsonl")
+"""The four files of a QA shard, in the order they are written: the typed sidecar last (the marker)."""
+
+
+def qa_shards(out_dir: str | os.PathLike[str]) -> ShardedOutput:
+    """The synthesis output folder as shards.py's resumable shards."""
+    return numbered_shards(out_dir, QA_SHARD_SUFFIXES)
+
+
 def prepare_output(cfg: SynthesizeConfig, shards: list[QAShard], image_root: str | os.PathLike[str] | None) -> None:
-    """Create cfg.output and make it safe to resume from: remove crash temporaries, the old
-    manifest, shards past the plan, and every shard when params.json differs; write params.json."""
-    out_dir = Path(cfg.output)
+    """Make cfg.output safe to resume from (shards.py's rule: shards of other params, or past the
+    plan, are removed) and write params.json; the output must not be the scene shards' folder."""
     inputs = {Path(s.path).parent.resolve() for shard in shards for s in shard.sources}
-    if out_dir.resolve() in inputs:
-        raise ValueError(f"{out_dir}: the output folder must not be the folder of the scene shards")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out_dir)
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    params = synthesis_params(cfg, shards, image_root)
-    params_path = out_dir / PARAMS_NAME
-    same = params_path.exists() and json.loads(params_path.read_text()) == params
-    for path in sorted(out_dir.glob("shard-*")):
-        match = re.match(r"^shard-(\d{5})\.", path.name)
-        if match and (int(match.group(1)) >= len(shards) or not same):
-            path.unlink()
-    write_json_atomic(params_path, params)
+    if Path(cfg.output).resolve() in inputs:
+        raise ValueError(f"{cfg.output}: the output folder must not be the folder of the scene shards")
+    qa_shards(cfg.output).prepare(range(len(shards)), synthesis_params(cfg, shards, image_root))
 
 
 def shard_is_complete(cfg: SynthesizeConfig, shard: QAShard) -> bool:
-    """True when all four files of the shard exist (the sidecar is written last)."""
-    return all(path.exists() for path in shard_paths(cfg.output, shard.index).values())
+    """True when the shard's sidecar (written last) exists."""
+    return qa_shards(cfg.output).is_complete(shard.index)
 
 
 def read_scenes(shard: QAShard) -> list[SceneRecord]:
@@ -210,8 +206,9 @@ def scene_conversation(
     record that says why the scene has none (QAQuarantineReason, or no turn of a required level)."""
 
     def quarantine(reason: str, detail: str) -> QuarantineRecord:
-        return QuarantineRecord(id=record.image_id, uri=record.image_uri, stage="synthesize", reason=reason,
-                                detail=detail)  # fmt: skip
+        return QuarantineRecord(
+            id=record.image_id, uri=record.image_uri, stage="synthesize", reason=reason, detail=detail
+        )
 
     depth = None
     if record.depth_map is not None:
@@ -309,12 +306,14 @@ def finalize(
                 merged.write(("\n" if first else ",\n") + json.dumps(record, ensure_ascii=False))
                 first = False
             shard_counts.append(_counts(records, read_jsonl(paths["quarantine"])))
-            entries.append({
-                "index": shard.index,
-                **{name: path.name for name, path in paths.items()},
-                **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
-                **shard_counts[-1],
-            })  # fmt: skip
+            entries.append(
+                {
+                    "index": shard.index,
+                    **{name: path.name for name, path in paths.items()},
+                    **{f"{name}_sha256": sha256_file(path) for name, path in paths.items()},
+                    **shard_counts[-1],
+                }
+            )
         merged.write("\n]\n")
     stats = conversation_stats(sidecar)
     write_json_atomic(out_dir / "stats.json", stats)
@@ -373,18 +372,51 @@ def synthesize(
     scene_shards_dir: str | os.PathLike[str],
     cfg: SynthesizeConfig,
     image_root: str | os.PathLike[str] | None,
-    progress: bool = True,
+    *,
+    run_shards: Callable[[list[QAShard]], list[dict[str, Any]]] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Synthesise every scene of scene_shards_dir into cfg.output (resumable); returns the
-    summary for metrics/synthesize.json: counts, quarantine by reason, shards skipped and the
-    balance figures."""
+    """Synthesise every scene of scene_shards_dir into cfg.output (resumable); returns the summary:
+    counts, quarantine by reason, shards skipped and the balance figures.
+
+    run_shards: runs the planned shards, one count each in plan order: the flow submits one
+    Prefect task per shard; default here, one after the other.
+    """
     shards = plan(scene_shards_dir, cfg)
     prepare_output(cfg, shards, image_root)
-    reports = [
-        synthesize_shard(shard, cfg, image_root)
-        for shard in tqdm(shards, desc="synthesize", unit="shard", disable=not progress)
-    ]
+    if run_shards is None:
+        planned = tqdm(shards, desc="synthesize", unit="shard", disable=not progress)
+        reports = [synthesize_shard(shard, cfg, image_root) for shard in planned]
+    else:
+        reports = run_shards(shards)
     return finalize_and_summarize(cfg, shards, image_root, reports)
+
+
+def synthesize_preflight(cfg: SpatialBoostConfig) -> str | None:
+    """A missing extraction output, as one line, before the stage starts (None: ready)."""
+    if not Path(cfg.extract.output).is_dir():
+        return f"extract.output: {cfg.extract.output} does not exist (run the extract stage first: dvc repro extract)"
+    return None
+
+
+def run_synthesize_stage(
+    cfg: SpatialBoostConfig,
+    *,
+    run_shards: Callable[[list[QAShard]], list[dict[str, Any]]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The `synthesize` stage, what `spatialboost synthesize` and flows/synthesize.py both run: the
+    extraction's scenes (synthesize), then, with ground truth at hand (data.source world), every
+    answer recomputed from the world's own truth. Returns metrics/synthesize.json."""
+    from spatialboost.qa.checker import check_output
+
+    start = time.perf_counter()
+    metrics = synthesize(cfg.extract.output, cfg.synthesize, cfg.data.uri, run_shards=run_shards, progress=progress)
+    if cfg.data.source == "world" and cfg.extract.backend == "ground_truth":
+        checked = check_output(cfg.synthesize.output, cfg.data.uri, max_examples=5)
+        metrics["checker"] = {key: value for key, value in checked.items() if key != "examples"}
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
+    return metrics
 
 
 def finalize_and_summarize(

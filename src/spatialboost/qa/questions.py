@@ -131,6 +131,7 @@ def ambiguous(a: ObjectFacts, b: ObjectFacts) -> bool:
 def pixel_chains(
     probes: Sequence[PixelProbe],
     facts: SceneFacts,
+    *,
     margins: Margins,
     tol: ToleranceModel,
     draws: Draws,
@@ -167,10 +168,15 @@ def pixel_chains(
 
 def point_depth(probe: PixelProbe, obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="pixel", qtype="point_depth", answer_type="number", value=probe.depth_m,
-        tolerance=tol.point_depth(probe.depth_m, obj.confidence), object_ids=(probe.object_id,), probes=(probe,),
+        level="pixel",
+        qtype="point_depth",
+        answer_type="number",
+        value=probe.depth_m,
+        tolerance=tol.point_depth(probe.depth_m, obj.confidence),
+        object_ids=(probe.object_id,),
+        probes=(probe,),
         confidence=obj.confidence,
-    )  # fmt: skip
+    )
 
 
 def point_closer(
@@ -191,13 +197,25 @@ def point_closer(
         asked = "closer" if draws.flip() else "farther"
         value: Value = a_closer == (asked == "closer")
         return Question(
-            level="pixel", qtype="point_closer", answer_type="bool", value=value, asked=asked,
-            object_ids=(a.object_id, b.object_id), probes=(a, b), confidence=confidence,
-        )  # fmt: skip
+            level="pixel",
+            qtype="point_closer",
+            answer_type="bool",
+            value=value,
+            asked=asked,
+            object_ids=(a.object_id, b.object_id),
+            probes=(a, b),
+            confidence=confidence,
+        )
     return Question(
-        level="pixel", qtype="point_closer", answer_type="choice", value="A" if a_closer else "B", choices=("A", "B"),
-        object_ids=(a.object_id, b.object_id), probes=(a, b), confidence=confidence,
-    )  # fmt: skip
+        level="pixel",
+        qtype="point_closer",
+        answer_type="choice",
+        value="A" if a_closer else "B",
+        choices=("A", "B"),
+        object_ids=(a.object_id, b.object_id),
+        probes=(a, b),
+        confidence=confidence,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,6 +291,7 @@ def _relation(
     qtype: QuestionType,
     a: ObjectFacts,
     b: ObjectFacts,
+    *,
     margin: float,
     scale_m: float,
     words: tuple[str, str],
@@ -284,51 +303,97 @@ def _relation(
         return None
     answer_type, value, asked, choices = _bool_or_choice(draws, words, words[0] if margin > 0 else words[1])
     return Question(
-        level="object", qtype=qtype, answer_type=answer_type, value=value, asked=asked, choices=choices,
-        object_ids=(a.object_id, b.object_id), confidence=min(a.confidence, b.confidence),
-    )  # fmt: skip
+        level="object",
+        qtype=qtype,
+        answer_type=answer_type,
+        value=value,
+        asked=asked,
+        choices=choices,
+        object_ids=(a.object_id, b.object_id),
+        confidence=min(a.confidence, b.confidence),
+    )
 
 
 def left_right(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Canonical x of the box centres; the margin is judged at the pair's mean distance."""
     scale = (a.distance_m + b.distance_m) / 2
-    return _relation("left_right", a, b, b.center[0] - a.center[0], scale, ("left", "right"), margins, draws)
+    return _relation(
+        "left_right",
+        a,
+        b,
+        margin=b.center[0] - a.center[0],
+        scale_m=scale,
+        words=("left", "right"),
+        margins=margins,
+        draws=draws,
+    )
 
 
 def above_below(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Canonical z of the box centres (heights), judged at the pair's mean distance."""
     scale = (a.distance_m + b.distance_m) / 2
-    return _relation("above_below", a, b, a.center[2] - b.center[2], scale, ("above", "below"), margins, draws)
+    return _relation(
+        "above_below",
+        a,
+        b,
+        margin=a.center[2] - b.center[2],
+        scale_m=scale,
+        words=("above", "below"),
+        margins=margins,
+        draws=draws,
+    )
 
 
 def front_behind(a: ObjectFacts, b: ObjectFacts, margins: Margins, draws: Draws) -> Question | None:
     """Camera-to-centre distances, judged at the nearer one."""
     scale = min(a.distance_m, b.distance_m)
     return _relation(
-        "front_behind", a, b, b.distance_m - a.distance_m, scale, ("in front of", "behind"), margins, draws
+        "front_behind",
+        a,
+        b,
+        margin=b.distance_m - a.distance_m,
+        scale_m=scale,
+        words=("in front of", "behind"),
+        margins=margins,
+        draws=draws,
     )
 
 
 def object_distance(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="object", qtype="object_distance", answer_type="number", value=obj.distance_m,
-        tolerance=tol.object_distance(obj), object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_distance",
+        answer_type="number",
+        value=obj.distance_m,
+        tolerance=tol.object_distance(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 def object_height(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     return Question(
-        level="object", qtype="object_height", answer_type="number", value=obj.size[2],
-        tolerance=tol.object_height(obj), object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_height",
+        answer_type="number",
+        value=obj.size[2],
+        tolerance=tol.object_height(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 def object_box(obj: ObjectFacts, tol: ToleranceModel) -> Question:
     value = (*obj.center, *obj.size)
     return Question(
-        level="object", qtype="object_box", answer_type="box", value=value, tolerance=tol.object_box(obj),
-        object_ids=(obj.object_id,), confidence=obj.confidence,
-    )  # fmt: skip
+        level="object",
+        qtype="object_box",
+        answer_type="box",
+        value=value,
+        tolerance=tol.object_box(obj),
+        object_ids=(obj.object_id,),
+        confidence=obj.confidence,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +403,7 @@ def object_box(obj: ObjectFacts, tol: ToleranceModel) -> Question:
 def scene_chains(
     facts: SceneFacts,
     pairs: Sequence[tuple[ObjectFacts, ObjectFacts]],
+    *,
     margins: Margins,
     tol: ToleranceModel,
     draws: Draws,
@@ -352,26 +418,50 @@ def scene_chains(
     about) first.
     """
     objects = [o for o in facts.objects if not o.truncated]  # see candidate_pairs
-    distances: dict[frozenset, Question] = {}
+    distance = DistanceQuestions(tol)
+    singles: list[Chain] = [[q] for a, b in pairs[:MAX_OBJECT_PAIRS] if (q := distance(a, b)) is not None]
+    chains, anchored = anchor_chains(objects, distance, margins=margins, draws=draws, skips=skips, focus=focus)
+    singles += [[question] for question in anchored]
+    camera = closest_to_camera(objects, margins, draws, skips)
+    if camera is not None:
+        singles.append([camera])
+    ordered_chains = sorted(draws.shuffled(chains), key=lambda c: c[-1].object_ids[0] not in focus)
+    return ordered_chains + draws.shuffled(singles)
 
-    def distance(a: ObjectFacts, b: ObjectFacts) -> Question | None:
+
+class DistanceQuestions:
+    """The distance question of a pair of measurable objects, one per pair: chains that share a
+    pair share its question (None for a pair with an unmeasurable object)."""
+
+    def __init__(self, tol: ToleranceModel) -> None:
+        self.tol = tol
+        self.asked: dict[frozenset[int], Question] = {}
+
+    def __call__(self, a: ObjectFacts, b: ObjectFacts) -> Question | None:
         if not (a.measurable and b.measurable):
             return None
         key = frozenset((a.object_id, b.object_id))
-        if key not in distances:
-            distances[key] = distance_between(a, b, tol)
-        return distances[key]
+        if key not in self.asked:
+            self.asked[key] = distance_between(a, b, self.tol)
+        return self.asked[key]
 
-    singles: list[Chain] = []
-    for a, b in pairs[:MAX_OBJECT_PAIRS]:
-        question = distance(a, b)
-        if question is not None:
-            singles.append([question])
+
+def anchor_chains(
+    objects: Sequence[ObjectFacts],
+    distance: DistanceQuestions,
+    *,
+    margins: Margins,
+    draws: Draws,
+    skips: Skips,
+    focus: Sequence[int] = (),
+) -> tuple[list[Chain], list[Question]]:
+    """(chains, questions): for up to MAX_ANCHORS anchors (`focus` objects first), which of
+    ANCHOR_OPTIONS other objects is closest to (or farthest from) it; a chain when the anchor's
+    distances to all of them can be asked (they come first)."""
     chains: list[Chain] = []
-    anchors = sorted(draws.shuffled(objects), key=lambda o: o.object_id not in focus)
-    n_anchored = 0
-    for anchor in anchors:
-        if n_anchored == MAX_ANCHORS:
+    questions: list[Question] = []
+    for anchor in sorted(draws.shuffled(objects), key=lambda o: o.object_id not in focus):
+        if len(questions) == MAX_ANCHORS:
             break
         pool = [o for o in objects if o is not anchor]
         others = [pool[i] for i in draws.distinct(len(pool), ANCHOR_OPTIONS)]
@@ -385,32 +475,39 @@ def scene_chains(
         if question is None:
             skips.margin += 1
             continue
-        n_anchored += 1
-        singles.append([question])
+        questions.append(question)
         steps = [distance(anchor, o) for o in others]
         if all(step is not None for step in steps):
             chains.append([*steps, question])  # type: ignore[list-item]
+    return chains, questions
+
+
+def closest_to_camera(objects: Sequence[ObjectFacts], margins: Margins, draws: Draws, skips: Skips) -> Question | None:
+    """Which of up to CAMERA_OPTIONS objects (no two ambiguous) is closest to the camera; None
+    when fewer than two can be listed or no winner is decisive."""
     options: list[ObjectFacts] = []
     for obj in draws.shuffled(objects):
         if len(options) < CAMERA_OPTIONS and not any(ambiguous(obj, o) for o in options):
             options.append(obj)
-    if len(options) >= 2:
-        question = extreme_choice("closest_to_camera", None, options, margins, draws)
-        if question is None:
-            skips.margin += 1
-        else:
-            singles.append([question])
-    ordered_chains = sorted(draws.shuffled(chains), key=lambda c: c[-1].object_ids[0] not in focus)
-    return ordered_chains + draws.shuffled(singles)
+    if len(options) < 2:
+        return None
+    question = extreme_choice("closest_to_camera", None, options, margins, draws)
+    if question is None:
+        skips.margin += 1
+    return question
 
 
 def distance_between(a: ObjectFacts, b: ObjectFacts, tol: ToleranceModel) -> Question:
     value = math.dist(a.center, b.center)
     return Question(
-        level="scene", qtype="distance_between", answer_type="number", value=value,
-        tolerance=tol.distance_between(a, b, value), object_ids=(a.object_id, b.object_id),
+        level="scene",
+        qtype="distance_between",
+        answer_type="number",
+        value=value,
+        tolerance=tol.distance_between(a, b, value),
+        object_ids=(a.object_id, b.object_id),
         confidence=min(a.confidence, b.confidence),
-    )  # fmt: skip
+    )
 
 
 def extreme_choice(
@@ -437,7 +534,11 @@ def extreme_choice(
     ids = tuple(o.object_id for o in options)
     members = options if anchor is None else [anchor, *options]
     return Question(
-        level="scene", qtype=qtype, answer_type="choice", value=LETTERS[best], choices=tuple(LETTERS[: len(options)]),
+        level="scene",
+        qtype=qtype,
+        answer_type="choice",
+        value=LETTERS[best],
+        choices=tuple(LETTERS[: len(options)]),
         object_ids=ids if anchor is None else (anchor.object_id, *ids),
         confidence=min(o.confidence for o in members),
-    )  # fmt: skip
+    )

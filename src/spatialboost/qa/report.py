@@ -189,8 +189,15 @@ def write_sample_png(path: str | os.PathLike[str], image: np.ndarray | None, rec
         x0, y0, x1, y1 = obj["bbox"]
         colour = colours(k % 10)
         ax_img.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.5, ec=colour))
-        ax_img.text(x0, y0, obj["name"].removeprefix("the "), color=colour, fontsize=7, va="top",
-                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0})  # fmt: skip
+        ax_img.text(
+            x0,
+            y0,
+            obj["name"].removeprefix("the "),
+            color=colour,
+            fontsize=7,
+            va="top",
+            bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "lw": 0},
+        )
     seen_points: dict[tuple[int, int], int] = {}
     for index, turn in enumerate(record["turns"]):
         for x, y in turn["points"]:

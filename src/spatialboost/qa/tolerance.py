@@ -116,11 +116,25 @@ def label_errors(facts: SceneFacts, truth: WorldTruth) -> list[LabelError]:
     for obj in measurable:
         true_center = tuple(float(x) for x in truth.center(obj.object_id))
         true_size = truth.extents(obj.object_id)
-        out.append(LabelError("object_distance", (obj.distance_m,), (truth.camera_distance(obj.object_id),),
-                              (obj.distance_m,), obj.pixel_m))  # fmt: skip
+        out.append(
+            LabelError(
+                "object_distance",
+                (obj.distance_m,),
+                (truth.camera_distance(obj.object_id),),
+                (obj.distance_m,),
+                obj.pixel_m,
+            )
+        )
         out.append(LabelError("object_height", (obj.size[2],), (true_size[2],), (obj.size[2],), obj.pixel_m))
-        out.append(LabelError("object_box", (*obj.center, *obj.size), (*true_center, *true_size),
-                              (obj.distance_m,) * 3 + tuple(obj.size), obj.pixel_m))  # fmt: skip
+        out.append(
+            LabelError(
+                "object_box",
+                (*obj.center, *obj.size),
+                (*true_center, *true_size),
+                (obj.distance_m,) * 3 + tuple(obj.size),
+                obj.pixel_m,
+            )
+        )
     for a, b in itertools.combinations(measurable, 2):
         value = math.dist(a.center, b.center)
         true = float(np.linalg.norm(truth.center(a.object_id) - truth.center(b.object_id)))

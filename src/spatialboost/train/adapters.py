@@ -29,15 +29,6 @@ from spatialboost.models.dual_channel import add_dual_channel, dual_channel_para
 from spatialboost.models.encoders import VisionEncoder
 from spatialboost.models.vlm import SpatialVLM
 
-LORA_TARGETS: dict[str, tuple[str, ...]] = {
-    "dinov2": ("q_proj", "k_proj", "v_proj", "o_proj"),  # Dinov2Attention (transformers 5)
-    "clip": ("q_proj", "k_proj", "v_proj", "out_proj"),
-    "siglip": ("q_proj", "k_proj", "v_proj", "out_proj"),
-    "dinov3": ("q_proj", "k_proj", "v_proj", "o_proj"),  # DINOv3ViTAttention
-    "open_clip": ("attn",),  # nn.MultiheadAttention (peft's LoRA wraps it as a whole)
-}
-"""Per encoder family: the attention projections LoRA adapts by default."""
-
 
 @dataclass(frozen=True)
 class TrainableReport:
@@ -147,7 +138,7 @@ def add_lora(encoder: VisionEncoder, settings: LoraSettings) -> list[nn.Paramete
 
     if has_lora(encoder):
         raise ValueError("the encoder already has LoRA layers")
-    targets = settings.target_modules or LORA_TARGETS[encoder.family]
+    targets = settings.target_modules or encoder.lora_targets
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=list(targets))
     inject_adapter_in_model(config, encoder.model)
     params = [p for n, p in encoder.named_parameters() if "lora_" in n]

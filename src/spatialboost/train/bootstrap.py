@@ -32,7 +32,8 @@ Outputs under `out_dir`:
     runs/         the loop's checkpoints and per-phase results
     metrics.json  wall times, losses and held-out scores of every phase
 
-    metrics = run_bootstrap(load_config("params.yaml"), "models/bootstrap")
+    metrics = run_bootstrap_stage(cfg)     # the stage: skipped, installed from the release, or trained
+    metrics = run_bootstrap(load_config("params.yaml"), "models/bootstrap")   # train the recipe
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ from spatialboost.models.encoders import Dinov2Encoder, VisionEncoder
 from spatialboost.models.tokenizer import IMAGE_TOKEN, build_generation_prompt, train_tokenizer
 from spatialboost.models.vlm import SpatialVLM
 from spatialboost.runtime import torch_threads
+from spatialboost.skipping import mark_skipped, skip_reason
 from spatialboost.train.bootstrap_data import (
     CAPTION_PROMPTS,
     Point,
@@ -79,6 +81,7 @@ from spatialboost.train.bootstrap_encoder import (
 )
 from spatialboost.train.data import ConversationDataset
 from spatialboost.train.loop import MetricsLogger, TrainResult, train
+from spatialboost.train.release import install_release
 from spatialboost.train.spatial_text import rendered_sample, spatial_conversations
 from spatialboost.world.dataset import render_image
 
@@ -100,8 +103,17 @@ class WorldImages:
     objects: list[list[tuple[str, str]]]
     points: list[list[Point]]
 
-    def add(self, ref: str, rgb: np.ndarray, instances: np.ndarray, depth: np.ndarray,
-            annotation: dict[str, Any], cfg: SpatialBoostConfig, rng: np.random.Generator) -> None:  # fmt: skip
+    def add(
+        self,
+        ref: str,
+        *,
+        rgb: np.ndarray,
+        instances: np.ndarray,
+        depth: np.ndarray,
+        annotation: dict[str, Any],
+        cfg: SpatialBoostConfig,
+        rng: np.random.Generator,
+    ) -> None:
         min_px = cfg.bootstrap.encoder.min_visible_px
         self.refs.append(ref)
         self.images.append(rgb)
@@ -110,6 +122,19 @@ class WorldImages:
 
     def lookup(self) -> dict[str, np.ndarray]:
         return dict(zip(self.refs, self.images, strict=True))
+
+
+def run_bootstrap_stage(cfg: SpatialBoostConfig) -> dict[str, Any]:
+    """The `bootstrap` stage, what `spatialboost bootstrap run` and flows/bootstrap.py both run:
+    with bootstrap.enabled false (the paper profile) a SKIPPED.json marker and metrics saying why;
+    with bootstrap.release set that release, verified against the configured recipe, installed
+    into bootstrap.output; else the recipe trained there. Returns metrics/bootstrap.json."""
+    reason = skip_reason(cfg, "bootstrap")
+    if reason:
+        return mark_skipped(cfg.bootstrap.output, "bootstrap", reason)
+    if cfg.bootstrap.release:
+        return install_release(cfg, cfg.bootstrap.release, cfg.bootstrap.output)
+    return run_bootstrap(cfg, cfg.bootstrap.output, progress=True)
 
 
 def run_bootstrap(
@@ -163,7 +188,15 @@ def pretraining_images(cfg: SpatialBoostConfig) -> WorldImages:
     for index in range(cfg.bootstrap.extra_scenes):
         ref = f"{EXTRA_SPLIT}-{index:06d}"
         rendering, annotation = render_image(world, EXTRA_SPLIT, index, ref)
-        images.add(ref, rendering.rgb, rendering.instances, rendering.depth, annotation, cfg, rng)
+        images.add(
+            ref,
+            rgb=rendering.rgb,
+            instances=rendering.instances,
+            depth=rendering.depth,
+            annotation=annotation,
+            cfg=cfg,
+            rng=rng,
+        )
     return images
 
 
@@ -185,7 +218,15 @@ def split_images(cfg: SpatialBoostConfig, split: str, limit: int | None) -> Worl
     images = WorldImages([], [], [], [])
     for image_id in dataset.ids(split)[:limit]:
         s = dataset.sample(image_id)
-        images.add(dataset.row(image_id).rgb, s.rgb, s.instances, s.depth, s.annotation, cfg, rng)
+        images.add(
+            dataset.row(image_id).rgb,
+            rgb=s.rgb,
+            instances=s.instances,
+            depth=s.depth,
+            annotation=s.annotation,
+            cfg=cfg,
+            rng=rng,
+        )
     return images
 
 
@@ -252,11 +293,27 @@ class BootstrapRun:
             head = new_head(encoder, seed + 1)
             pixels, targets = _pixels_and_targets(encoder, train_images)
             batch = min(enc_cfg.batch_size, len(pixels))
-            loop_cfg = _loop_config(self.cfg.train, stage="align", seed=seed, epochs=enc_cfg.epochs, lr=enc_cfg.lr,
-                                    global_batch_size=batch, micro_batch_size=batch, warmup_ratio=enc_cfg.warmup_ratio,
-                                    weight_decay=enc_cfg.weight_decay)  # fmt: skip  (stage: unused by fit)
-            result = pretrain_encoder(encoder, head, pixels, targets, loop_cfg, self.out / "runs" / "encoder",
-                                      self.tracker, self.progress)  # fmt: skip
+            loop_cfg = TrainConfig(
+                stage="align",  # unused by fit: the objective decides what trains
+                seed=seed,
+                epochs=enc_cfg.epochs,
+                lr=enc_cfg.lr,
+                global_batch_size=batch,
+                micro_batch_size=batch,
+                warmup_ratio=enc_cfg.warmup_ratio,
+                weight_decay=enc_cfg.weight_decay,
+                checkpoint_every=enc_cfg.checkpoint_every,
+            )
+            result = pretrain_encoder(
+                encoder,
+                head,
+                pixels=pixels,
+                targets=targets,
+                cfg=loop_cfg,
+                out_dir=self.out / "runs" / "encoder",
+                tracker=self.tracker,
+                progress=self.progress,
+            )
             self.metrics["encoder"] = {
                 **_summary(result),
                 "parameters": sum(p.numel() for p in encoder.parameters()),
@@ -282,37 +339,75 @@ class BootstrapRun:
     def language_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]]) -> None:
         """(b): the LLM learns the language of its conversations, text only (no image yet)."""
         with self.timed("language"):
-            self.metrics["language"] = self._train(vlm, tokenizer, records, {}, self.cfg.bootstrap.language, "instruct", "language")
+            self.metrics["language"] = self._train(
+                vlm, tokenizer, records, images={}, phase=self.cfg.bootstrap.language, stage="instruct", name="language"
+            )
 
-    def align_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-                    images: dict[str, np.ndarray], test_images: WorldImages) -> None:  # fmt: skip
+    def align_phase(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        images: dict[str, np.ndarray],
+        test_images: WorldImages,
+    ) -> None:
         """(c): projector only, on captions; caption exact-match on the test split."""
         with self.timed("align"):
-            result = self._train(vlm, tokenizer, records, images, self.cfg.bootstrap.align, "align", "align")
+            result = self._train(
+                vlm, tokenizer, records, images=images, phase=self.cfg.bootstrap.align, stage="align", name="align"
+            )
             items = [(ref, CAPTION_PROMPTS[0], caption(objects), "caption", ())
                      for ref, objects in zip(test_images.refs, test_images.objects, strict=True)]  # fmt: skip
             self.metrics["align"] = {**result, "test": exact_match(vlm, tokenizer, items, images)}
             vlm.save(self.out / "vlm_align")
 
-    def instruct_phase(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-                       images: dict[str, np.ndarray], test_images: WorldImages) -> None:  # fmt: skip
+    def instruct_phase(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        images: dict[str, np.ndarray],
+        test_images: WorldImages,
+    ) -> None:
         """(d): projector + LLM on non-spatial QA; exact-match on held-out questions; the saved VLM."""
         with self.timed("instruct"):
-            result = self._train(vlm, tokenizer, records, images, self.cfg.bootstrap.instruct, "instruct", "instruct")
+            result = self._train(
+                vlm,
+                tokenizer,
+                records,
+                images=images,
+                phase=self.cfg.bootstrap.instruct,
+                stage="instruct",
+                name="instruct",
+            )
             items = held_out_questions(self.cfg, test_images)
             self.metrics["instruct"] = {**result, "test": exact_match(vlm, tokenizer, items, images)}
             vlm.save(self.out / "vlm")
             tokenizer.save_pretrained(self.out / "vlm" / "language_model")
 
-    def _train(self, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]],
-               images: dict[str, np.ndarray], phase: BootstrapPhase, stage: str, name: str) -> dict[str, Any]:  # fmt: skip
-        loop_cfg = _loop_config(self.cfg.train, stage=stage, seed=self.cfg.bootstrap.seed, epochs=phase.epochs,
-                                max_steps=phase.max_steps, lr=phase.lr, global_batch_size=phase.global_batch_size,
-                                micro_batch_size=phase.micro_batch_size, warmup_ratio=phase.warmup_ratio,
-                                group_by_length=True)  # fmt: skip  (captions, QA and 10-turn text mix)
-        dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=loop_cfg.max_length,
-                                      image_loader=images.__getitem__, cache_images=True)  # fmt: skip
-        result = train(vlm, dataset, loop_cfg, self.out / "runs" / name, self.tracker, self.progress, name=name)
+    def _train(
+        self,
+        vlm: SpatialVLM,
+        tokenizer: PreTrainedTokenizerBase,
+        records: list[dict[str, Any]],
+        *,
+        images: dict[str, np.ndarray],
+        phase: BootstrapPhase,
+        stage: str,
+        name: str,
+    ) -> dict[str, Any]:
+        loop_cfg = phase_loop_config(phase, stage, self.cfg.bootstrap.seed)
+        dataset = ConversationDataset(
+            records,
+            tokenizer,
+            vlm.encoder.preprocess,
+            max_length=loop_cfg.max_length,
+            image_loader=images.__getitem__,
+            cache_images=True,
+        )
+        result = train(
+            vlm, dataset, loop_cfg, self.out / "runs" / name, tracker=self.tracker, progress=self.progress, name=name
+        )
         return {**_summary(result), "conversations": len(records), "n_trainable": result.trainable["n_trainable"]}
 
 
@@ -347,12 +442,23 @@ def _summary(result: TrainResult) -> dict[str, Any]:
             "train_wall_s": round(result.wall_s, 2)}  # fmt: skip
 
 
-def _loop_config(base: TrainConfig, **overrides: Any) -> TrainConfig:
-    """The train section with a phase's values; the boost-only choices (adapter, objective,
-    control, replicate seeds) do not apply."""
-    values = {**base.model_dump(), "adapter": "dual_channel", "objective": "sft", "control": False,
-              "replicate_seeds": (), "max_steps": None, **overrides}  # fmt: skip  (boost-only settings do not apply)
-    return TrainConfig.model_validate(values)
+def phase_loop_config(phase: BootstrapPhase, stage: Literal["align", "instruct"], seed: int) -> TrainConfig:
+    """The loop settings of a bootstrap phase: its own values; everything else the loop's schema
+    defaults (not the `train` section's: a boost setting never changes, or reruns, the bootstrap)."""
+    return TrainConfig(
+        stage=stage,
+        seed=seed,
+        epochs=phase.epochs,
+        max_steps=phase.max_steps,
+        lr=phase.lr,
+        global_batch_size=phase.global_batch_size,
+        micro_batch_size=phase.micro_batch_size,
+        warmup_ratio=phase.warmup_ratio,
+        weight_decay=phase.weight_decay,
+        max_length=phase.max_length,
+        checkpoint_every=phase.checkpoint_every,
+        group_by_length=True,  # captions, QA and 10-turn text mix
+    )
 
 
 # --- held-out evaluation ---------------------------------------------------------------------------

@@ -189,8 +189,13 @@ def point_questions(
         if abs(gap) >= 8:
             words = (("higher", "lower"), ("further left", "further right"))[axis]
             first = words[0] if gap < 0 else words[1]
-            questions.append((f"Is point A {words[0]} or {words[1]} in the image than point B?",
-                              f"Point A is {first} in the image than point B.", "point_relation"))  # fmt: skip
+            questions.append(
+                (
+                    f"Is point A {words[0]} or {words[1]} in the image than point B?",
+                    f"Point A is {first} in the image than point B.",
+                    "point_relation",
+                )
+            )
     return questions
 
 

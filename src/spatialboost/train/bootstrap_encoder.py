@@ -110,6 +110,7 @@ class _GatherImages:
 def pretrain_encoder(
     encoder: VisionEncoder,
     head: nn.Linear,
+    *,
     pixels: torch.Tensor,
     targets: torch.Tensor,
     cfg: TrainConfig,
@@ -121,8 +122,16 @@ def pretrain_encoder(
     objective = MultiLabelObjective(encoder, head)
     objective.requires_grad_(True)
     freeze_unreachable(encoder, list(encoder.parameters()))  # e.g. DINOv2's mask token: no gradient, ever
-    return fit(objective, _Indices(len(pixels)), _GatherImages(pixels, targets), cfg, out_dir,
-               tracker=tracker, progress=progress, name="encoder")  # fmt: skip
+    return fit(
+        objective,
+        _Indices(len(pixels)),
+        _GatherImages(pixels, targets),
+        cfg,
+        out_dir,
+        tracker=tracker,
+        progress=progress,
+        name="encoder",
+    )
 
 
 @torch.no_grad()

@@ -81,6 +81,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainerState,
+    *,
     out_dir: str | Path,
     ctx: DistContext,
     keep: int = 2,

@@ -96,9 +96,11 @@ def to_messages(record: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 TRAINING_LIMITS = ImageLimits(
-    max_file_bytes=50_000_000, max_pixels=40_000_000, min_side_px=1,
+    max_file_bytes=50_000_000,
+    max_pixels=40_000_000,
+    min_side_px=1,
     formats=formats_for_extensions((".jpg", ".png", ".webp")),
-)  # fmt: skip
+)
 """Decoder limits when no data config is given (data.* defaults; any side is accepted here)."""
 
 DEFAULT_CACHE_BYTES = 64 << 20
@@ -240,6 +242,7 @@ class ConversationDataset(Dataset):
         records: Sequence[Mapping[str, Any]],
         tokenizer: PreTrainedTokenizerBase,
         preprocess: Callable[[list[np.ndarray]], torch.Tensor] | None,
+        *,
         image_root: str | Path | None = None,
         max_length: int | None = None,
         image_loader: ImageLoader | None = None,

@@ -11,7 +11,7 @@ bottleneck, not the language model.
     dataset = DepthDataset(images, depths, vlm.encoder.preprocess, depth_range)
 
 Targets are the evaluation probe's: the mean log-depth of each patch's valid pixels on the
-encoder's patch grid (evaluate/probes.py `depth_patch_target`), patches with less than half
+encoder's patch grid (evaluate/probe_targets.py `depth_patch_target`), patches with less than half
 their pixels valid left out. The loss is the squared error summed over target patches, which
 the loop turns into the mean over the global batch.
 """
@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from spatialboost.evaluate.features import crop_to_view, view_box
-from spatialboost.evaluate.probes import depth_patch_target
+from spatialboost.evaluate.probe_targets import depth_patch_target
 from spatialboost.models.encoders import VisionEncoder
 from spatialboost.models.preprocess import ImagePreprocess
 

@@ -212,9 +212,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
     `batch_sampler`; every `accumulation_steps` consecutive ones make one optimizer step."""
 
     def __init__(
-        self, n: int, global_batch: int, micro_batch: int, rank: int, world_size: int, seed: int, shuffle: bool = True,
+        self,
+        n: int,
+        *,
+        global_batch: int,
+        micro_batch: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        shuffle: bool = True,
         lengths: Sequence[int] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if global_batch % (micro_batch * world_size):
             raise ValueError(
                 f"global_batch_size {global_batch} is not a multiple of micro_batch_size {micro_batch} x "

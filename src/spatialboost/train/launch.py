@@ -5,6 +5,7 @@ process: it runs `torchrun --standalone --nproc_per_node N -m spatialboost.train
 (the same `run_train_stage` in every process: DDP or FSDP, nccl on GPU, gloo on CPU), waits, and
 returns rank 0's metrics, which rank 0 writes to a file this function reads.
 
+    metrics = run_boost_stage(cfg, "params.yaml", ["train.lr=1e-4"])   # the stage, 1 or N processes
     metrics = launch_train_processes("params.yaml", ["train.lr=1e-4"], cfg)
 """
 
@@ -15,10 +16,25 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from spatialboost.config import SpatialBoostConfig
+
+
+def run_boost_stage(
+    cfg: SpatialBoostConfig, params: str | Path = "params.yaml", overrides: Sequence[str] = (), progress: bool = True
+) -> dict[str, Any]:
+    """The `train` stage, what `spatialboost train` and flows/train.py both run: cfg.train (the boost
+    by default), a resumable run, so a retry continues; with orchestration.train_nproc_per_node
+    N > 1 under torchrun (params and overrides are handed on), rank 0's metrics. Returns
+    metrics/train.json."""
+    if cfg.orchestration.train_nproc_per_node > 1:
+        return launch_train_processes(params, list(overrides), cfg)
+    from spatialboost.train.stage import run_train_stage, train_metrics
+
+    return train_metrics(cfg, run_train_stage(cfg, progress=progress))
 
 
 def torchrun_command(params: str | Path, overrides: list[str], nproc: int, result: str | Path, stage: str = "boost") -> list[str]:
@@ -44,9 +60,12 @@ def check_devices(cfg: SpatialBoostConfig) -> None:
 
 
 def launch_train_processes(
-    params: str | Path, overrides: list[str], cfg: SpatialBoostConfig, env: dict[str, str] | None = None,
+    params: str | Path,
+    overrides: list[str],
+    cfg: SpatialBoostConfig,
+    env: dict[str, str] | None = None,
     stage: str = "boost",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Run a training stage (boost; align or instruct) under torchrun with
     cfg.orchestration.train_nproc_per_node processes; returns rank 0's metrics. Its output streams
     to this process's stdout."""

@@ -43,9 +43,11 @@ from spatialboost.data.records import ImageLimits, formats_for_extensions
 from spatialboost.models.tokenizer import IMAGE_TOKEN
 
 LLAVA_IMAGE_LIMITS = ImageLimits(
-    max_file_bytes=50_000_000, max_pixels=100_000_000, min_side_px=1,
+    max_file_bytes=50_000_000,
+    max_pixels=100_000_000,
+    min_side_px=1,
     formats=formats_for_extensions((".jpg", ".png", ".gif", ".webp", ".bmp")),
-)  # fmt: skip
+)
 """The decoder's limits for LLaVA's images: whatever format a file really is (OCR-VQA's book covers
 come from Amazon and are saved as .jpg per LLaVA's README, whatever they were), any size a photo has."""
 

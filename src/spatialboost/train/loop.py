@@ -93,9 +93,9 @@ def train(
     dataset: Dataset,
     cfg: TrainConfig,
     out_dir: str | Path,
+    *,
     tracker: MetricsLogger | None = None,
     progress: bool = True,
-    *,
     device: str | torch.device | None = None,
     stop_after_steps: int | None = None,
     pad_token_id: int | None = None,
@@ -164,7 +164,14 @@ def fit(
     optimizer = build_optimizer(objective, cfg.lr, cfg.weight_decay, cfg.adam_betas, cfg.adam_eps)
     lengths = dataset.lengths() if cfg.group_by_length else None  # type: ignore[attr-defined]
     sampler = GlobalBatchSampler(
-        len(dataset), cfg.global_batch_size, cfg.micro_batch_size, ctx.rank, ctx.world_size, cfg.seed, cfg.shuffle, lengths
+        len(dataset),
+        global_batch=cfg.global_batch_size,
+        micro_batch=cfg.micro_batch_size,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        seed=cfg.seed,
+        shuffle=cfg.shuffle,
+        lengths=lengths,
     )
     total = cfg.max_steps or cfg.epochs * sampler.steps_per_epoch
     scheduler = build_scheduler(optimizer, total, cfg.warmup_ratio, cfg.min_lr_ratio)
@@ -182,8 +189,18 @@ def fit(
     wrapped.train()
     start, tokens_run, last_checkpoint = time.perf_counter(), 0, latest
     try:
-        for micro_batches in _steps(dataset, collate, sampler, state, total, cfg.num_workers, ctx):
-            record = train_step(wrapped, objective, micro_batches, optimizer, scheduler, cfg, ctx)
+        for micro_batches in _steps(
+            dataset, collate, sampler, state=state, total=total, num_workers=cfg.num_workers, ctx=ctx
+        ):
+            record = train_step(
+                wrapped,
+                objective=objective,
+                micro_batches=micro_batches,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                cfg=cfg,
+                ctx=ctx,
+            )
             state.step += 1
             state.step_in_epoch += 1
             if state.step_in_epoch == sampler.steps_per_epoch:
@@ -193,7 +210,9 @@ def fit(
             tokens_run += int(record["tokens"])
             _report(record, name, bar, tracker, ctx, cfg.log_every)
             if _checkpoint_due(state.step, total, cfg.checkpoint_every):
-                last_checkpoint = save_checkpoint(objective, optimizer, scheduler, state, out_dir, ctx, cfg.keep_checkpoints)
+                last_checkpoint = save_checkpoint(
+                    objective, optimizer, scheduler, state, out_dir=out_dir, ctx=ctx, keep=cfg.keep_checkpoints
+                )
             if stop_after_steps is not None and state.step >= stop_after_steps:
                 break
     finally:
@@ -216,6 +235,7 @@ def fit(
 
 def train_step(
     wrapped: nn.Module,
+    *,
     objective: nn.Module,
     micro_batches: list[Batch],
     optimizer: torch.optim.Optimizer,
@@ -264,6 +284,7 @@ def _steps(
     dataset: Dataset,
     collate: Callable[[Sequence[Any]], Batch],
     sampler: GlobalBatchSampler,
+    *,
     state: TrainerState,
     total: int,
     num_workers: int,

@@ -99,13 +99,22 @@ def run_lvlm_stage(cfg: SpatialBoostConfig, phase: Phase, progress: bool = True)
     with torch_threads(settings.num_threads):
         vlm, tokenizer = initial_lvlm(cfg, phase, dtype)
         dataset = phase_dataset(cfg, phase, data.records, vlm, tokenizer)
-        result = train(vlm, dataset, phase_loop_config(cfg, phase), run_dir, progress=progress, device=ctx.device,
-                       master_dtype=torch.float32, name=phase)  # fmt: skip
+        result = train(
+            vlm,
+            dataset,
+            phase_loop_config(cfg, phase),
+            run_dir,
+            progress=progress,
+            device=ctx.device,
+            master_dtype=torch.float32,
+            name=phase,
+        )
     metrics = phase_metrics(cfg, phase, data, result, fingerprint)
     if ctx.is_main:
-        save_phase(cfg, phase, vlm, tokenizer, result, ctx, dtype)
-        write_json_atomic(encoder_dir / STAGE_FILE, {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint,
-                                                     "metrics": metrics})  # fmt: skip
+        save_phase(cfg, phase, vlm=vlm, tokenizer=tokenizer, result=result, ctx=ctx, dtype=dtype)
+        write_json_atomic(
+            encoder_dir / STAGE_FILE, {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint, "metrics": metrics}
+        )
         _publish(cfg, phase)
     barrier(ctx)
     return {**metrics, "reused": False}
@@ -150,8 +159,13 @@ def read_phase_data(cfg: SpatialBoostConfig, phase: Phase) -> LlavaData:
     return data
 
 
-def phase_dataset(cfg: SpatialBoostConfig, phase: Phase, records: list[dict[str, Any]], vlm: SpatialVLM,
-                  tokenizer: PreTrainedTokenizerBase) -> ConversationDataset:  # fmt: skip
+def phase_dataset(
+    cfg: SpatialBoostConfig,
+    phase: Phase,
+    records: list[dict[str, Any]],
+    vlm: SpatialVLM,
+    tokenizer: PreTrainedTokenizerBase,
+) -> ConversationDataset:
     """SFT examples in the phase's template, images through the encoder's preprocessing (padded
     to a square first for image_aspect_ratio pad)."""
     settings: LVLMPhase = getattr(cfg.lvlm, phase)
@@ -159,8 +173,14 @@ def phase_dataset(cfg: SpatialBoostConfig, phase: Phase, records: list[dict[str,
     if settings.image_aspect_ratio == "pad":
         preprocess = PadToSquare(preprocess)
     builder = build_plain_example if settings.template == "plain" else build_sft_example
-    return ConversationDataset(records, tokenizer, preprocess, max_length=settings.max_length,
-                               image_loader=ImageFetcher(settings.image_root, limits=LLAVA_IMAGE_LIMITS), build_example=builder)  # fmt: skip
+    return ConversationDataset(
+        records,
+        tokenizer,
+        preprocess,
+        max_length=settings.max_length,
+        image_loader=ImageFetcher(settings.image_root, limits=LLAVA_IMAGE_LIMITS),
+        build_example=builder,
+    )
 
 
 def phase_loop_config(cfg: SpatialBoostConfig, phase: Phase) -> TrainConfig:
@@ -168,14 +188,30 @@ def phase_loop_config(cfg: SpatialBoostConfig, phase: Phase) -> TrainConfig:
     defaults (not the boost's values: a boost setting never changes, or reruns, these stages)."""
     s: LVLMPhase = getattr(cfg.lvlm, phase)
     return TrainConfig(
-        stage=phase, seed=cfg.lvlm.seed, epochs=s.epochs, max_steps=s.max_steps, lr=s.lr, warmup_ratio=s.warmup_ratio,
-        weight_decay=s.weight_decay, global_batch_size=s.global_batch_size, micro_batch_size=s.micro_batch_size,
-        max_length=s.max_length, group_by_length=s.group_by_length, precision=s.precision,
-        gradient_checkpointing=s.gradient_checkpointing, strategy=s.strategy, checkpoint_every=s.checkpoint_every,
-        num_workers=s.num_workers, num_threads=s.num_threads, init=s.output, output=s.output, data=s.data,
-        image_root=s.image_root, split=None,
+        stage=phase,
+        seed=cfg.lvlm.seed,
+        epochs=s.epochs,
+        max_steps=s.max_steps,
+        lr=s.lr,
+        warmup_ratio=s.warmup_ratio,
+        weight_decay=s.weight_decay,
+        global_batch_size=s.global_batch_size,
+        micro_batch_size=s.micro_batch_size,
+        max_length=s.max_length,
+        group_by_length=s.group_by_length,
+        precision=s.precision,
+        gradient_checkpointing=s.gradient_checkpointing,
+        strategy=s.strategy,
+        checkpoint_every=s.checkpoint_every,
+        num_workers=s.num_workers,
+        num_threads=s.num_threads,
+        init=s.output,
+        output=s.output,
+        data=s.data,
+        image_root=s.image_root,
+        split=None,
         find_unused_parameters=phase == "instruct",  # a text-only micro-batch gives the projector no gradient
-    )  # fmt: skip
+    )
 
 
 # --- the model of each phase ------------------------------------------------------------------------
@@ -196,8 +232,16 @@ def initial_lvlm(cfg: SpatialBoostConfig, phase: Phase, dtype: torch.dtype) -> t
     return build_lvlm(encoder, lm, tokenizer, cfg.lvlm.seed, projector_state=projector), tokenizer
 
 
-def save_phase(cfg: SpatialBoostConfig, phase: Phase, vlm: SpatialVLM, tokenizer: PreTrainedTokenizerBase,
-               result: TrainResult, ctx: DistContext, dtype: torch.dtype) -> None:  # fmt: skip
+def save_phase(
+    cfg: SpatialBoostConfig,
+    phase: Phase,
+    *,
+    vlm: SpatialVLM,
+    tokenizer: PreTrainedTokenizerBase,
+    result: TrainResult,
+    ctx: DistContext,
+    dtype: torch.dtype,
+) -> None:
     """Rank 0: align -> the trained projector (LLaVA's mm_projector.bin, as safetensors) + align.json;
     instruct -> the whole SpatialVLM in the load dtype, tokenizer in vlm/language_model/. The
     trained tensors come from the loop's final checkpoint (full tensors, also after FSDP)."""
@@ -208,11 +252,19 @@ def save_phase(cfg: SpatialBoostConfig, phase: Phase, vlm: SpatialVLM, tokenizer
     if phase == "align":
         projector = {k.removeprefix("projector."): v.contiguous() for k, v in trained.items() if k.startswith("projector.")}
         save_file(projector, encoder_dir / PROJECTOR_FILE)
-        write_json_atomic(encoder_dir / ALIGN_FILE, {
-            "schema_version": SCHEMA_VERSION, "encoder": cfg.lvlm.encoder, "choice": cfg.lvlm.chosen().model_dump(mode="json"),
-            "language_model": cfg.lvlm.language_model, "projector": {"vision_dim": vlm.projector.linear_1.in_features,
-                                                                     "text_dim": vlm.projector.linear_1.out_features},
-        })  # fmt: skip
+        write_json_atomic(
+            encoder_dir / ALIGN_FILE,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "encoder": cfg.lvlm.encoder,
+                "choice": cfg.lvlm.chosen().model_dump(mode="json"),
+                "language_model": cfg.lvlm.language_model,
+                "projector": {
+                    "vision_dim": vlm.projector.linear_1.in_features,
+                    "text_dim": vlm.projector.linear_1.out_features,
+                },
+            },
+        )
         return
     if ctx.distributed and getattr(cfg.lvlm, phase).strategy == "fsdp":
         vlm, tokenizer = initial_lvlm(cfg, phase, dtype)  # sharded in memory: rebuild, then load the trained tensors
@@ -230,8 +282,9 @@ def save_phase(cfg: SpatialBoostConfig, phase: Phase, vlm: SpatialVLM, tokenizer
 # --- metrics and reuse ----------------------------------------------------------------------------
 
 
-def phase_metrics(cfg: SpatialBoostConfig, phase: Phase, data: LlavaData, result: TrainResult,
-                  fingerprint: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def phase_metrics(
+    cfg: SpatialBoostConfig, phase: Phase, data: LlavaData, result: TrainResult, fingerprint: dict[str, Any]
+) -> dict[str, Any]:
     """metrics/<phase>.json: the encoder, the data's counts and hash, the run's losses and speed."""
     history = result.history or [{}]
     return {

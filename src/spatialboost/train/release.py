@@ -37,15 +37,25 @@ class ReleaseMismatch(ValueError):
     """The released bootstrap was made by another recipe than the one configured."""
 
 
+NOT_RECIPE = {"output": True, "release": True, "enabled": True, "num_threads": True,
+              **{phase: {"checkpoint_every"} for phase in ("encoder", "language", "align", "instruct")}}  # fmt: skip
+"""Bootstrap settings that change no weight: where it goes, how it is run, how often it checkpoints."""
+
+
 def recipe(cfg: SpatialBoostConfig) -> dict[str, Any]:
     """Everything the bootstrap's weights depend on: its own section, the world it reads (the
-    train split's images and the in-memory scenes' generator), the extraction geometry and the
-    synthesis settings of its spatial-text conversations, and the seed. Not synthesize.order: the
-    spatial text is always in forward order, so the boost's turn-order ablation keeps the release."""
+    train split's images and the in-memory scenes' generator), what the extraction of its
+    spatial-text scenes reads (geometry, min_objects, the focal-length bounds) and the synthesis
+    settings of their conversations, and the seed. Not synthesize.order: the spatial text is always
+    in forward order, so the boost's turn-order ablation keeps the release."""
     return {
-        "bootstrap": cfg.bootstrap.model_dump(mode="json", exclude={"output", "release", "enabled", "num_threads"}),
+        "bootstrap": cfg.bootstrap.model_dump(mode="json", exclude=NOT_RECIPE),
         "world": cfg.world.model_dump(mode="json", exclude={"root", "n_test", "shard_size"}),
-        "extract_geometry": cfg.extract.geometry.model_dump(mode="json"),
+        "extract": {
+            "geometry": cfg.extract.geometry.model_dump(mode="json"),
+            "min_objects": cfg.extract.min_objects,
+            "depth": {"min_focal_px": cfg.extract.depth.min_focal_px, "max_focal_px": cfg.extract.depth.max_focal_px},
+        },
         "synthesize": cfg.synthesize.model_dump(mode="json", exclude={"output", "shard_size", "n_renderings", "order"}),
         "seed": cfg.seed,
     }

@@ -40,12 +40,18 @@ PROVENANCE = Provenance(backend="ground_truth", models={"dataset": "bootstrap-in
 def rendered_sample(image_id: str, split: str, rendering: Rendering, annotation: dict[str, Any]) -> RGBDSample:
     """An in-memory world rendering as the RGB-D sample a dataset would give for it."""
     row = IndexRow(
-        id=image_id, split=split, rgb="", depth="", instances="", annotation="",
-        width=int(annotation["width"]), height=int(annotation["height"]),
+        id=image_id,
+        split=split,
+        rgb="",
+        depth="",
+        instances="",
+        annotation="",
+        width=int(annotation["width"]),
+        height=int(annotation["height"]),
         **{k: float(v) for k, v in annotation["intrinsics"].items()},
         gravity_cam=tuple(float(g) for g in annotation["gravity_cam"]),
         n_objects=len(annotation["objects"]),
-    )  # fmt: skip
+    )
     return RGBDSample(row, rendering.rgb, rendering.depth, rendering.instances.astype(np.int32), annotation)
 
 

@@ -98,10 +98,19 @@ def train_run(
         if run.objective == "depth":
             result = train_depth_control(vlm, records, run, tracker, progress, ctx.device)
         else:
-            dataset = ConversationDataset(records, tokenizer, vlm.encoder.preprocess, max_length=run.max_length,
-                                          image_loader=training_images(cfg))  # fmt: skip
-            result = train(vlm, dataset, run, run.output, tracker, progress, device=ctx.device,
-                           master_dtype=torch.float32)  # fmt: skip
+            dataset = ConversationDataset(
+                records, tokenizer, vlm.encoder.preprocess, max_length=run.max_length, image_loader=training_images(cfg)
+            )
+            result = train(
+                vlm,
+                dataset,
+                run,
+                run.output,
+                tracker=tracker,
+                progress=progress,
+                device=ctx.device,
+                master_dtype=torch.float32,
+            )
     if ctx.is_main and not (ctx.distributed and run.strategy == "fsdp"):
         save_trained(vlm, tokenizer, run.output)
     barrier(ctx)
@@ -134,13 +143,27 @@ def train_depth_control(
     with torch.no_grad():
         n_patches = vlm.encoder(torch.zeros(1, 3, *vlm.encoder.preprocess.size)).patch_tokens.shape[1]
     grid = patch_grid(vlm.encoder.preprocess, n_patches)
-    data = DepthDataset(lambda i: (dataset.rgb(ids[i]), dataset.depth(ids[i])), len(ids), vlm.encoder.preprocess,
-                        grid, (1e-3, float("inf")))  # fmt: skip
+    data = DepthDataset(
+        lambda i: (dataset.rgb(ids[i]), dataset.depth(ids[i])),
+        len(ids),
+        vlm.encoder.preprocess,
+        grid,
+        (1e-3, float("inf")),
+    )
     report = prepare_stage(vlm, cfg.model_copy(update={"train_projector": False}))
     objective = DepthObjective(vlm.encoder, new_depth_head(vlm.encoder, cfg.seed, data.mean_log_depth()))
     objective.head.requires_grad_(True)
-    result = fit(objective, data, data.collate, cfg, cfg.output, tracker=tracker, progress=progress,
-                 name="boost_depth", device=device)  # fmt: skip
+    result = fit(
+        objective,
+        data,
+        data.collate,
+        cfg,
+        cfg.output,
+        tracker=tracker,
+        progress=progress,
+        name="boost_depth",
+        device=device,
+    )
     result.trainable = report.to_dict()
     return result
 

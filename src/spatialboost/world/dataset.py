@@ -1,11 +1,14 @@
 """Write the procedural world as a `spatialboost-rgbd` dataset (docs/dataset-format.md).
 
-    counts = render_dataset(cfg.world, Path(cfg.world.root))
+    metrics = run_world_stage(cfg.world)     # the stage: `spatialboost world render` and flows/world.py
+    counts = render_dataset(cfg.world, Path(cfg.world.root))   # the same into any root (tests)
 
-Every file goes through spatialboost.io's atomic writes; the annotation is written last per
-image and marks it complete, so an interrupted run resumes by skipping annotated ids. Scene i
-of a split depends only on (seed, split, i) and every writer is deterministic, so a resumed
-run gives the same bytes as an uninterrupted one.
+The root is one of shards.py's resumable outputs, its units the images: every file goes through
+spatialboost.io's atomic writes and the annotation is written last per image, marking it
+complete; params.json (the generator's settings, less the split sizes: scene i of a split
+depends only on (seed, split, i), so a dataset can grow) is written first, and a run with
+other params removes every image first. A resumed run gives the same bytes as an
+uninterrupted one.
 
 For fan-out (one task per shard of cfg.shard_size images, retried independently):
 
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +34,20 @@ from tqdm import tqdm
 
 from spatialboost import __version__
 from spatialboost.config import WorldConfig
-from spatialboost.io import remove_stale_temporaries, write_atomic, write_bytes_atomic, write_json_atomic
+from spatialboost.io import write_atomic, write_bytes_atomic, write_json_atomic
+from spatialboost.shards import ShardedOutput
 from spatialboost.world.annotate import SCHEMA_VERSION, annotation
 from spatialboost.world.render import Rendering, render_scene
 from spatialboost.world.scene import sample_scene, scene_rng
 
 FORMAT_NAME = "spatialboost-rgbd"
-FOLDERS = ("rgb", "depth", "instances", "annotations")
+IMAGE_FILES = (("rgb", ".png"), ("depth", ".npy"), ("instances", ".png"), ("annotations", ".json"))
+"""The four files of an image (folder, suffix), in the order they are written: the annotation last."""
+FOLDERS = tuple(folder for folder, _ in IMAGE_FILES)
 NOT_PARAMS = {"root", "shard_size"}
 """WorldConfig fields that do not change a single byte of the images."""
+SPLIT_SIZES = {"n_train", "n_test"}
+"""WorldConfig fields that say how many images there are, not what any one of them is."""
 
 ImageKey = tuple[str, str, int]
 """(split, id, index of the scene within its split)."""
@@ -70,6 +80,30 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def world_images(root: str | Path) -> ShardedOutput:
+    """A world root as shards.py's resumable output: one unit per image id."""
+    root = Path(root)
+
+    def image_files(image_id: str) -> tuple[Path, ...]:
+        return tuple(root / folder / f"{image_id}{suffix}" for folder, suffix in IMAGE_FILES)
+
+    def on_disk(folder_root: Path) -> Iterator[tuple[Hashable, Path]]:
+        for folder, suffix in IMAGE_FILES:
+            for path in sorted((folder_root / folder).glob(f"*{suffix}")):
+                yield path.name.removesuffix(suffix), path
+
+    return ShardedOutput(root, image_files, on_disk, manifests=("dataset.json", "index.parquet"), folders=FOLDERS)
+
+
+def image_params(cfg: WorldConfig) -> dict[str, Any]:
+    """What decides an image's bytes besides its split and index: written to params.json."""
+    return {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "world": cfg.model_dump(mode="json", exclude=NOT_PARAMS | SPLIT_SIZES),
+    }
+
+
 def write_image(root: Path, image_id: str, rendering: Rendering, ann: dict[str, Any]) -> None:
     """The four files of one image; the annotation last, as the completion marker."""
     write_bytes_atomic(root / "rgb" / f"{image_id}.png", png_bytes(rendering.rgb))
@@ -86,7 +120,8 @@ def render_image(cfg: WorldConfig, split: str, index: int, image_id: str) -> tup
 
 
 def is_done(root: Path, image_id: str) -> bool:
-    return (root / "annotations" / f"{image_id}.json").exists()
+    """Whether an image is complete (its annotation, written last, exists)."""
+    return world_images(root).is_complete(image_id)
 
 
 def render_shard(cfg: WorldConfig, root: Path, keys: list[ImageKey], progress: bool = False) -> int:
@@ -137,22 +172,9 @@ def generator_params(cfg: WorldConfig) -> dict[str, Any]:
 
 
 def prepare_root(cfg: WorldConfig, root: Path) -> None:
-    """Create the folders and remove crash leftovers; refuse a root rendered with other params.
-
-    Only n_train and n_test may differ from an existing dataset.json: scene i of a split does
-    not depend on them, so a dataset can grow.
-    """
-    root = Path(root)
-    meta_path = root / "dataset.json"
-    if meta_path.exists():
-        old, new = json.loads(meta_path.read_text()).get("params", {}), generator_params(cfg)
-        differ = sorted(k for k in set(old) | set(new) if k not in {"n_train", "n_test"} and old.get(k) != new.get(k))
-        if differ:
-            raise ValueError(f"{root} holds a world rendered with other params ({', '.join(differ)}); use another root")
-    for folder in FOLDERS:
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for folder in (root, *(root / name for name in FOLDERS)):
-        remove_stale_temporaries(folder)
+    """Make `root` safe to resume from (shards.py's rule): crash leftovers, the old index and every
+    image of other params or no longer planned are removed; params.json is written."""
+    world_images(root).prepare([image_id for _, image_id, _ in image_ids(cfg)], image_params(cfg))
 
 
 def write_index(cfg: WorldConfig, root: Path) -> dict[str, int]:
@@ -181,14 +203,36 @@ def write_index(cfg: WorldConfig, root: Path) -> dict[str, int]:
     return counts
 
 
-def render_dataset(cfg: WorldConfig, root: Path, progress: bool = True) -> dict[str, int]:
+def render_dataset(
+    cfg: WorldConfig,
+    root: Path,
+    *,
+    run_shards: Callable[[list[list[ImageKey]]], list[int]] | None = None,
+    progress: bool = False,
+) -> dict[str, int]:
     """Render (or finish rendering) the train and test splits of `cfg` into `root`.
 
     Returns counts: train, test and images (listed in the index), objects (annotated objects
-    over all images), rendered and skipped (by this run).
+    over all images) and rendered (by this run; the others were complete). run_shards: renders
+    the planned shards, one count each: the flow submits one Prefect task per shard; default
+    here, one after the other.
     """
     prepare_root(cfg, root)
-    keys = image_ids(cfg)
-    rendered = render_shard(cfg, Path(root), keys, progress=progress)
+    plan = shards(cfg)
+    if run_shards is None:
+        planned = tqdm(plan, desc="world", unit="shard", disable=not progress)
+        rendered = [render_shard(cfg, Path(root), keys) for keys in planned]
+    else:
+        rendered = run_shards(plan)
     counts = write_index(cfg, root)
-    return {**counts, "rendered": rendered, "skipped": len(keys) - rendered}
+    return {**counts, "rendered": sum(rendered)}
+
+
+def run_world_stage(
+    cfg: WorldConfig, *, run_shards: Callable[[list[list[ImageKey]]], list[int]] | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """The `world` stage, what `spatialboost world render` and flows/world.py both run: world.root
+    rendered (render_dataset), resuming. Returns metrics/world.json."""
+    start = time.perf_counter()
+    counts = render_dataset(cfg, Path(cfg.root), run_shards=run_shards, progress=progress)
+    return {**counts, "seconds": round(time.perf_counter() - start, 2)}
