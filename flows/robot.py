@@ -7,41 +7,29 @@ DMControl / TriFinger demonstrations read when `robot.released` names them. Run 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from prefect import flow
-from prefect.futures import wait
-from tqdm import tqdm
 
-from flows._stage import run_stage
-from spatialboost.config import SpatialBoostConfig, load_config
-from spatialboost.evaluate.robot.protocol import robot_learning
+from flows._stage import run_stage, submit_shards
+from spatialboost.config import load_config
+from spatialboost.evaluate.robot.protocol import Unit, robot_learning
 from tasks.metrics import write_metrics
-from tasks.robot import TASKS
-
-
-def submit_all(cfg: SpatialBoostConfig) -> Callable[[Callable[..., Any], Sequence[Any]], list[Any]]:
-    """robot_learning's `execute`: every item as a Prefect task run on the flow's runner, results in order."""
-
-    def execute(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
-        futures = [TASKS[fn].submit(cfg, item) for item in items]
-        with tqdm(total=len(futures), desc=fn.__name__, unit="run") as bar:
-            done = 0
-            while done < len(futures):
-                finished = wait(futures, timeout=5).done
-                bar.update(len(finished) - done)
-                done = len(finished)
-        return [future.result() for future in futures]
-
-    return execute
+from tasks.robot import behaviour_cloning_task, demonstrations_task
 
 
 @flow(name="robot")
 def robot_flow(params: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """Write robot.output (report.md, success.png, results.json) and metrics/robot.json."""
     cfg = load_config(params, overrides)
-    result = robot_learning(cfg, execute=submit_all(cfg))
+
+    def run_demos(tasks: list[str]) -> list[int]:
+        return submit_shards(demonstrations_task, cfg, [(task,) for task in tasks], desc="demonstrations")
+
+    def run_units(units: list[Unit]) -> list[dict[str, Any]]:
+        return submit_shards(behaviour_cloning_task, cfg, [(unit,) for unit in units], desc="behaviour cloning")
+
+    result = robot_learning(cfg, run_demos=run_demos, run_units=run_units)
     write_metrics(cfg.orchestration.metrics_dir, "robot", result["metrics"])
     return result["metrics"]
 

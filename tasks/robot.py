@@ -21,7 +21,3 @@ def demonstrations_task(cfg: SpatialBoostConfig, task_name: str) -> int:
 def behaviour_cloning_task(cfg: SpatialBoostConfig, unit: Unit) -> dict[str, Any]:
     """One policy trained on one encoder's frozen features and rolled out."""
     return run_unit(cfg, unit)
-
-
-TASKS = {prepare_demonstrations: demonstrations_task, run_unit: behaviour_cloning_task}
-"""The Prefect task of each library piece robot_learning hands to its `execute`."""

@@ -15,7 +15,11 @@ import yaml
 from tests.lineage import StageLineage, missing_code, missing_params, stage_lineage, unread_params
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = {
+    **yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"],
+    # the robot stage lives apart (robot/dvc.yaml, wdir: ..) so that `dvc repro` skips it; same rules
+    **yaml.safe_load((ROOT / "robot" / "dvc.yaml").read_text())["stages"],
+}
 
 WHOLE_CONFIG_RECORDS = {
     "register": "the MLflow run records the whole config as its params: a record of the run that made the "

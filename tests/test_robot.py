@@ -273,7 +273,7 @@ def test_robot_learning_end_to_end(tiny_run):
     cfg = load_config(ROOT / "params.yaml", tiny_overrides(tiny_run))
     units = plan_units(cfg)
     assert [(u.run, u.seed) for u in units] == [(r, s) for r in ("floor", "baseline", "boosted") for s in (1, 2)]
-    result = robot_learning(cfg, progress=False)
+    result = robot_learning(cfg)
     metrics = result["metrics"]
     for run in ("floor", "baseline", "boosted"):
         records = result["runs"]["drawer-open-v3"][run]
@@ -288,7 +288,7 @@ def test_robot_learning_end_to_end(tiny_run):
     assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["protocol"]["seeds"] == [1, 2]
     # the same seeds give the same numbers: the demonstrations come from the cache, the runs are seeded
-    again = robot_learning(cfg, progress=False)
+    again = robot_learning(cfg)
     assert again["runs"] == result["runs"]
 
 

@@ -205,19 +205,6 @@ def run_unit(cfg: SpatialBoostConfig, unit: Unit) -> dict[str, Any]:
     }
 
 
-Execute = Callable[[Callable[[SpatialBoostConfig, Any], Any], Sequence[Any]], list[Any]]
-"""execute(fn, items) -> [fn(cfg, item) for item in items], in order, run however the caller likes."""
-
-
-def run_in_process(cfg: SpatialBoostConfig, progress: bool = True) -> Execute:
-    """The default Execute: one item after another in this process, with a progress bar."""
-
-    def execute(fn: Callable[[SpatialBoostConfig, Any], Any], items: Sequence[Any]) -> list[Any]:
-        return [fn(cfg, item) for item in tqdm(items, desc=fn.__name__, disable=not progress)]
-
-    return execute
-
-
 def run_released(cfg: SpatialBoostConfig, progress: bool = True) -> dict[str, dict[str, dict[str, list[float]]]]:
     """Offline behaviour cloning on CortexBench's released demonstrations: {domain: {task: {run:
     [held-out action MSE per seed]}}}. The first 80% of the demonstrations train, the rest score;
@@ -279,16 +266,31 @@ def paper_encoder(cfg: SpatialBoostConfig) -> str | None:
     return PAPER_ENCODER.get(choice.family if choice is not None else "clip")
 
 
-def robot_learning(cfg: SpatialBoostConfig, execute: Execute | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the protocol of cfg.robot; write results.json, report.md and success.png to robot.output.
+def robot_learning(
+    cfg: SpatialBoostConfig,
+    *,
+    run_demos: Callable[[list[str]], list[int]] | None = None,
+    run_units: Callable[[list[Unit]], list[dict[str, Any]]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The `robot` stage, what flows/robot.py runs: the demonstrations of every task, then every
+    unit of `plan_units`, then results.json, report.md and success.png in robot.output.
 
-    execute: how the independent pieces run (the flow passes Prefect's task runner; default: in
-    this process, one after another). Demonstrations first (one per task), then every unit.
+    run_demos / run_units: how the independent pieces run (the flow: one Prefect task each on the
+    configured runner; default: one after another in this process). Returns {"metrics", "runs",
+    "report"}; metrics is metrics/robot.json.
     """
     rc = cfg.robot
-    execute = execute or run_in_process(cfg, progress)
-    execute(prepare_demonstrations, list(rc.tasks))
-    records = execute(run_unit, plan_units(cfg))
+    if run_demos is None:
+        for task in tqdm(rc.tasks, desc="demonstrations", disable=not progress):
+            prepare_demonstrations(cfg, task)
+    else:
+        run_demos(list(rc.tasks))
+    units = plan_units(cfg)
+    if run_units is None:
+        records = [run_unit(cfg, unit) for unit in tqdm(units, desc="behaviour cloning", disable=not progress)]
+    else:
+        records = run_units(units)
     per_task: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for record in records:
         per_task.setdefault(record["task"], {}).setdefault(record["run"], []).append(record)
