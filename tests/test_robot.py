@@ -304,3 +304,41 @@ def test_robot_flow_runs_units_on_the_thread_runner(tiny_run):
     metrics = json.loads((tiny_run / "metrics" / "robot.json").read_text())
     assert set(metrics["tasks"]) == {"drawer-open-v3", "button-press-topdown-v3"}
     assert set(metrics["metaworld"]) == {"floor", "baseline", "boosted"}
+
+
+def test_summary_and_paper_report_beside_table_2(tmp_path):
+    """Per-task and over-task means over seeds, the verdict against the larger spread, and the
+    paper's Table 2 rows of the encoder's family in the paper profile."""
+    from spatialboost.evaluate.robot.protocol import summarise
+    from spatialboost.evaluate.robot.report import write_robot_report
+
+    def records(scores):
+        return [{"seed": s, "best": b, "final": b, "evaluations": {"5": b}, "losses": [1.0]} for s, b in scores]
+
+    per_task = {
+        "drawer-open-v3": {"baseline": records([(1, 40.0), (2, 50.0)]), "boosted": records([(1, 90.0), (2, 100.0)])},
+        "hammer-v3": {"baseline": records([(1, 20.0), (2, 30.0)]), "boosted": records([(1, 20.0), (2, 40.0)])},
+    }
+    metrics = summarise(per_task)
+    assert metrics["tasks"]["drawer-open-v3"]["boosted"]["mean"] == 95.0
+    assert metrics["metaworld"]["baseline"]["mean"] == 35.0  # seed 1: (40 + 20) / 2, seed 2: (50 + 30) / 2
+    assert metrics["metaworld"]["boosted"]["mean"] == 62.5
+    assert metrics["verdict"]["drawer-open-v3"]["verdict"] == "better"  # +50, spread 7.1
+    assert metrics["verdict"]["hammer-v3"]["verdict"] == "no effect"  # +5, spread 14.1 (boosted's, the larger)
+    protocol = {
+        "seeds": [1, 2],
+        "demos": 25,
+        "eval_episodes": 25,
+        "horizon": 500,
+        "eval_every": 5,
+        "epochs": 100,
+        "image_size": 256,
+        "camera": "corner",
+        "history": 3,
+        "hidden_sizes": [256, 256, 256],
+    }
+    report = write_robot_report(metrics, per_task, protocol, tmp_path, paper_encoder="DINOv2").read_text()
+    assert "paper: DINOv2 | 36.8 ± 3.5 | 62.6 ± 1.8 | 48.4 ± 1.4 | 62.3 ± 0.4" in report
+    assert "paper: DINOv2 + SpatialBoost | 50.1 ± 3.0 | 66.5 ± 2.1" in report
+    assert "| ours: boosted encoder | not run | 62.5 ± 10.6 | not run | not run |" in report
+    assert "better (Δ +50.0)" in report
