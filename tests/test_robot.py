@@ -342,3 +342,17 @@ def test_summary_and_paper_report_beside_table_2(tmp_path):
     assert "paper: DINOv2 + SpatialBoost | 50.1 ± 3.0 | 66.5 ± 2.1" in report
     assert "| ours: boosted encoder | not run | 62.5 ± 10.6 | not run | not run |" in report
     assert "better (Δ +50.0)" in report
+
+
+def test_a_damaged_demonstration_cache_is_made_again(tmp_path):
+    from spatialboost.evaluate.robot.protocol import cached_demonstrations
+
+    cfg = load_config(ROOT / "params.yaml", ["robot.demos=1", "robot.horizon=100", f"robot.demo_dir={tmp_path}"])
+    task = MetaWorldTask("drawer-open-v3", image_size=16)
+    first = cached_demonstrations(task, cfg.robot)
+    (cache,) = tmp_path.glob("*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated by hand
+    with pytest.warns(UserWarning, match="unreadable"):
+        again = cached_demonstrations(task, cfg.robot)
+    np.testing.assert_array_equal(first[0].actions, again[0].actions)
+    assert len(load_demonstrations(cache)) == 1

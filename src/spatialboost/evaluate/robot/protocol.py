@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +49,6 @@ from spatialboost.io import write_atomic, write_json_atomic
 from spatialboost.runtime import torch_threads
 from spatialboost.train.distributed import resolve_device
 from spatialboost.train.stage import load_initial_model, planned_runs  # at import: workers run in threads
-
-RUNS = ("floor", "baseline", "boosted")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,10 @@ def cached_demonstrations(task: MetaWorldTask, rc: RobotConfig) -> list[Demonstr
     """The scripted expert's demonstrations of `task`, generated once per setting into rc.demo_dir."""
     path = Path(rc.demo_dir) / f"{task.name}-{_demo_key(task, rc.demos, rc.demo_seed, rc.horizon)}.npz"
     if path.is_file():
-        return load_demonstrations(path)
+        try:
+            return load_demonstrations(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a damaged cache is made again
+            warnings.warn(f"{path}: unreadable ({error}); generating the demonstrations again", stacklevel=2)
     demos = generate_demonstrations(task, rc.demos, seed=rc.demo_seed, horizon=rc.horizon)
     save_demonstrations(path, demos)
     return demos
