@@ -138,7 +138,7 @@ def test_switching_to_openclip_reruns_only_the_encoder_stages(repo: Repo) -> Non
     spec = json.loads((repo.path / "models" / "boosted" / "encoder" / "encoder.json").read_text())
     assert spec["family"] == "open_clip" and spec["feature_layer"] == -2
     assert (repo.path / "models" / "lvlm" / "instruct" / "dinov2" / "vlm" / "vlm.json").is_file()  # kept for a switch back
-    subprocess.run([str(BIN / "dvc"), "status", "-q"], cwd=repo.path, env=repo.env, check=True)  # nothing left to rerun
+    subprocess.run([str(BIN / "dvc"), "status", "-q", "dvc.yaml"], cwd=repo.path, env=repo.env, check=True)  # nothing left to rerun
 
 
 _LOAD = """

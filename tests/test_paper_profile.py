@@ -177,7 +177,7 @@ def test_every_stage_ran_under_dvc_repro(paper_run: PaperRun) -> None:
     assert extract["n_objects"] >= 2 * N_IMAGES  # the hue-keyed SAM 2 finds the coloured objects
     assert synthesize["n_conversations"] == N_IMAGES and synthesize["n_quarantined"] == 0
     assert metrics["train"]["steps"] >= 2
-    subprocess.run([str(BIN / "dvc"), "status", "-q"], cwd=repo, env=paper_run.env, check=True)  # nothing left to rerun
+    subprocess.run([str(BIN / "dvc"), "status", "-q", "dvc.yaml"], cwd=repo, env=paper_run.env, check=True)  # nothing left to rerun
 
 
 def test_every_conversation_has_pixel_object_and_scene_turns(paper_run: PaperRun) -> None:
