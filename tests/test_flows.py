@@ -97,6 +97,7 @@ STAGE_COMMANDS = [
     ["train"],
     ["evaluate"],
     ["register"],
+    ["robot"],
 ]
 
 

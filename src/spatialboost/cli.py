@@ -277,6 +277,18 @@ def register(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) 
     _stage_done(register_pipeline(cfg))
 
 
+@app.command("robot")
+@_clean_errors
+def robot(params: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
+    """The `robot` stage (robot/dvc.yaml): CortexBench behaviour cloning on the frozen encoders of
+    this run (floor, baseline, boosted), one unit after another; the report in robot.output; prints
+    what metrics/robot.json holds."""
+    from spatialboost.evaluate.robot.protocol import robot_learning
+
+    cfg = _load(params, overrides)
+    _stage_done(robot_learning(cfg, progress=True)["metrics"])
+
+
 ParamsFileOpt = Annotated[Path, typer.Option("--params", "-p", help="the active params file")]
 MirrorOpt = Annotated[
     Path | None, typer.Option(help="offline: a folder laid out like the hub, <repo_id>/<files> (default: hub.mirror)")
