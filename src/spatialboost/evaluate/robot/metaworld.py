@@ -39,9 +39,10 @@ import mujoco
 import numpy as np
 from metaworld.policies import ENV_POLICY_MAP
 
+from spatialboost.config import METAWORLD_TASKS
 from spatialboost.evaluate.robot.policy import ActFn, Demonstration, Embedder, flare_features
 
-CORTEXBENCH_TASKS = ("assembly-v3", "bin-picking-v3", "button-press-topdown-v3", "drawer-open-v3", "hammer-v3")
+CORTEXBENCH_TASKS = METAWORLD_TASKS  # CortexBench's five, named in the config schema (robot.tasks' default)
 PROPRIO_DIMS = 4  # obs[:4]: hand position (3) and gripper opening (1)
 
 

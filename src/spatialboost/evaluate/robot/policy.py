@@ -252,9 +252,3 @@ def encoder_embedder(encoder: torch.nn.Module) -> Embedder:
         return pooled.float().cpu().numpy()
 
     return embed
-
-
-def success_spread(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample std) of per-seed scores; std 0 for a single seed."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

@@ -214,6 +214,8 @@ def run_released(cfg: SpatialBoostConfig, progress: bool = True) -> dict[str, di
     not CortexBench's score (that needs each domain's simulator), a check that features carry the
     expert's actions."""
     rc, options, device = cfg.robot, bc_options(cfg.robot), resolve_device(cfg.device)
+    runs = robot_runs(cfg)
+    embedders: dict[Path | None, Embedder] = {}  # each encoder loaded once for every domain and task
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for domain, released in rc.released.items():
         for task_name in released.tasks:
@@ -223,12 +225,19 @@ def run_released(cfg: SpatialBoostConfig, progress: bool = True) -> dict[str, di
                 demos = read_mujoco_vc(released.root, domain, task_name, released.num_demos)
             cut = max(1, int(0.8 * len(demos)))
             train, held_out = demos[:cut], demos[cut:] or demos[-1:]
-            for run in tqdm(robot_runs(cfg), desc=f"{domain}/{task_name}", disable=not progress):
+            for run in tqdm(runs, desc=f"{domain}/{task_name}", disable=not progress):
                 scores = []
+                features: dict[Path | None, tuple[np.ndarray, ...]] = {}  # one embedding pass per encoder
                 for folder, seed in run.pairs():
-                    embed = load_embedder(folder, device)
-                    x, y = demonstration_features(embed, train, options.history)
-                    hx, hy = demonstration_features(embed, held_out, options.history)
+                    if folder not in embedders:
+                        embedders[folder] = load_embedder(folder, device)
+                    if folder not in features:
+                        embed = embedders[folder]
+                        features[folder] = (
+                            *demonstration_features(embed, train, options.history),
+                            *demonstration_features(embed, held_out, options.history),
+                        )
+                    x, y, hx, hy = features[folder]
                     torch.manual_seed(seed)
                     policy = BCPolicy(x.shape[1], y.shape[1], options.hidden_sizes)
                     train_policy(policy, x, y, options, seed)
