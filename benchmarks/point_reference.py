@@ -8,15 +8,20 @@ sends back to the image tokens. "What is the depth at (107, 77)?" can teach the 
 (107, 77) about depth only if the gradient of the answer lands there.
 
 `learn`: a fresh LLM + projector on the demo's frozen encoder, trained (instruct stage, the one
-loop) on referring questions alone ("What is at the point P?" -> "... is on the red cube") for
+loop; --stage boost: the method instead, LLM frozen) on referring questions alone ("What is at the point P?" -> "... is on the red cube") for
 --steps, P named by pixel coordinates, by normalised coordinates (LLaVA-1.5's region format) or
-by a drawn mark (data/marks.py). Held out: the share of answers naming the right thing, and
+by a drawn mark (data/marks.py); with --ask depth the question is the simplest depth question
+instead ("How far is point A from the camera?" -> "3 m.", whole metres). Held out: the share of
+answers naming the right thing (the right whole metres) and the loss with the right image and
+with another one (equal: the LLM answers without looking), and
 the share of the answer's gradient norm^2 (w.r.t. the projected image tokens) on the token of
 P, against the uniform share 1/N.
 
 `locality`: the same gradient share for the first pixel-level turn of real boost conversations
 (the depth at one point) through a given VLM, the loss on the whole answer or (--digits) on its
-digit tokens only.
+digit tokens only; beside it that loss, and the same loss with another scene's image in place of
+the right one (equal: the answer does not depend on the image, so the boost has nothing to learn
+from it).
 
 Each run adds an entry to results/point_reference.json (command, machine, date) and rewrites
 results/point_reference.md.
@@ -38,12 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from spatialboost.config import load_config
+from spatialboost.config import TrainConfig, load_config
 from spatialboost.data.marks import Mark, draw_marks
 from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.runtime import torch_threads
-from spatialboost.train.bootstrap import _loop_config, generate_answers, new_vlm
+from spatialboost.train.bootstrap import generate_answers, new_vlm
 from spatialboost.train.bootstrap_data import referring_points
 from spatialboost.train.data import ConversationDataset, SFTCollator, load_conversations
 from spatialboost.train.loop import train
@@ -53,8 +58,9 @@ from spatialboost.world.dataset import render_image
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int, int]) -> float:
-    """Share of the loss gradient's norm^2 over the projected image tokens that falls on the token of point."""
+def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int, int]) -> tuple[float, float]:
+    """(share of the loss gradient's norm^2 over the projected image tokens that falls on the token of point,
+    the loss itself)."""
     features: dict[str, torch.Tensor] = {}
     original = vlm.image_features
 
@@ -67,14 +73,16 @@ def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int
     vlm.image_features = keep
     try:
         vlm.zero_grad()
-        vlm(**batch).loss.backward()
+        loss = vlm(**batch).loss
+        loss.backward()
     finally:
         vlm.image_features = original
     energy = (features["out"].grad[0] ** 2).sum(-1)  # (N,)
     side = int(round(energy.numel() ** 0.5))
     energy = energy.reshape(side, side)
     (x, y), (height, width) = point, size
-    return float(energy[min(side - 1, y * side // height), min(side - 1, x * side // width)] / energy.sum())
+    share = energy[min(side - 1, y * side // height), min(side - 1, x * side // width)] / energy.sum()
+    return float(share), float(loss)
 
 
 def learn(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,7 +116,13 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
                 ref = f"r{split_seed}-{i}-{j}"
                 marks = [Mark("A", x, y)] if args.refs == "marks" else []
                 images[ref] = draw_marks(rendering.rgb, marks)
-                question, answer = f"What is at {name(x, y)}?", f"{name(x, y)[:1].upper()}{name(x, y)[1:]} is on {what}."
+                if args.ask == "depth":  # the simplest depth question: whole metres, one turn
+                    if rendering.depth[y, x] <= 0:  # sky
+                        continue
+                    what = f"{round(float(rendering.depth[y, x]))} m"
+                    question, answer = f"How far is {name(x, y)} from the camera?", f"{what}."
+                else:
+                    question, answer = f"What is at {name(x, y)}?", f"{name(x, y)[:1].upper()}{name(x, y)[1:]} is on {what}."
                 records.append({"id": ref, "image": ref, "conversations": [
                     {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})  # fmt: skip
                 items.append((ref, question, answer, what, (x, y)))
@@ -118,8 +132,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     train_images, records, _ = make(1, args.images, 4)
     test_images, test_records, items = make(2, 64, 3)
     vlm = vlm or new_vlm(cfg, encoder, tokenizer)
-    loop = _loop_config(cfg.train, stage="instruct", seed=0, epochs=1, max_steps=args.steps, lr=1e-3,
-                        global_batch_size=32, micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
+    loop = TrainConfig(stage=args.stage, seed=args.seed, epochs=1, max_steps=args.steps, lr=1e-3, global_batch_size=32,
+                       micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
     data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=512,
                                image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
     result = train(vlm, data, loop, Path(args.out) / "run", tracker=None, progress=False, name="point_reference")
@@ -131,13 +145,21 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     test = ConversationDataset(test_records, tokenizer, encoder.preprocess, max_length=512,
                                image_loader=test_images.__getitem__)  # fmt: skip
     collate = SFTCollator(tokenizer.pad_token_id)
-    shares = [gradient_share(vlm, collate([test[i]]).inputs(torch.device("cpu")), items[i][4], (height, width))
-              for i in range(min(60, len(items)))]  # fmt: skip
+    shares, mismatched = [], []
+    for i in range(min(60, len(items))):
+        batch = collate([test[i]]).inputs(torch.device("cpu"))
+        shares.append(gradient_share(vlm, batch, items[i][4], (height, width)))
+        with torch.no_grad():  # another test image, same question and answer
+            mismatched.append(float(vlm(**{**batch, "pixel_values": collate([test[(i + 1) % len(items)]]).pixel_values}).loss))
+    numbers = [re.match(r"\s*(\d+)", a) for a in answers]
+    abs_err = [abs(int(m.group(1)) - int(what.split()[0])) for m, (*_, what, _) in zip(numbers, items, strict=True) if m]
     n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
     return {"refs": args.refs, "llm": f"from {args.init}" if args.init else f"fresh, {args.layers} layers x {args.hidden}",
-            "steps": result.steps,
-            "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
-            "grad_share_at_point": float(np.mean(shares)), "uniform_share": 1 / n_tokens, "n_items": len(items),
+            "stage": args.stage, "seed": args.seed, "steps": result.steps,
+            "ask": args.ask, "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
+            **({"abs_err_m": float(np.mean(abs_err)) if abs_err else None} if args.ask == "depth" else {}),
+            "test_loss": float(np.mean([loss for _, loss in shares])), "loss_other_image": float(np.mean(mismatched)),
+            "grad_share_at_point": float(np.mean([s for s, _ in shares])), "uniform_share": 1 / n_tokens, "n_items": len(items),
             "wall_s": round(time.perf_counter() - start, 1)}  # fmt: skip
 
 
@@ -146,7 +168,7 @@ def locality(args: argparse.Namespace) -> dict[str, Any]:
     vlm.eval()
     firsts = []
     for record in load_conversations(args.data):
-        if not record["id"].startswith("train") or len(firsts) >= args.n:
+        if not record["id"].startswith(args.split) or len(firsts) >= args.n:
             continue
         question = record["conversations"][0]["value"]
         if "depth" not in question.lower():
@@ -167,7 +189,7 @@ def locality(args: argparse.Namespace) -> dict[str, Any]:
     data = ConversationDataset([r for r, _ in firsts], tokenizer, vlm.encoder.preprocess, image_root=args.image_root,
                                max_length=768)  # fmt: skip
     collate = SFTCollator(tokenizer.pad_token_id)
-    shares = []
+    shares, mismatched = [], []
     for i, (_, point) in enumerate(firsts):
         batch = collate([data[i]]).inputs(torch.device("cpu"))
         if args.digits:  # only the answer's digit tokens: the depth value itself
@@ -176,9 +198,14 @@ def locality(args: argparse.Namespace) -> dict[str, Any]:
                                  for row in labels])  # fmt: skip
             batch["labels"] = torch.where(keep, labels, torch.full_like(labels, -100))
         shares.append(gradient_share(vlm, batch, point, (cfg.world.height, cfg.world.width)))
+        other = collate([data[(i + 1) % len(firsts)]]).pixel_values  # another scene's image, same question and answer
+        with torch.no_grad():
+            mismatched.append(float(vlm(**{**batch, "pixel_values": other}).loss))
     n_tokens = vlm.encoder(torch.zeros(1, 3, *vlm.encoder.preprocess.size)).patch_tokens.shape[1]
     return {"vlm": args.vlm, "data": args.data, "loss_on": "digits" if args.digits else "answer",
-            "grad_share_at_point": float(np.mean(shares)), "uniform_share": 1 / n_tokens, "n_items": len(shares)}  # fmt: skip
+            "grad_share_at_point": float(np.mean([s for s, _ in shares])), "uniform_share": 1 / n_tokens,
+            "loss": float(np.mean([loss for _, loss in shares])), "loss_other_image": float(np.mean(mismatched)),
+            "split": args.split, "n_items": len(shares)}  # fmt: skip
 
 
 def write_markdown(entries: dict[str, Any]) -> None:
@@ -207,6 +234,12 @@ def main() -> None:
     a.add_argument("--layers", type=int, default=2)
     a.add_argument("--hidden", type=int, default=128)
     a.add_argument("--steps", type=int, default=300)
+    a.add_argument("--stage", choices=("instruct", "boost"), default="instruct",
+                   help="instruct: LLM + projector learn (encoder frozen); boost: the method on these questions "
+                   "(dual-channel attention + projector, LLM frozen); probe the result with boost_controls.py")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--ask", choices=("what", "depth"), default="what",
+                   help="what is at the point (its object), or its depth in whole metres")
     a.add_argument("--images", type=int, default=1024)
     a.add_argument("--bootstrap", default="models/bootstrap", help="its encoder/ and tokenizer/ are used")
     a.add_argument("--init", default=None, help="start from this VLM folder (its LLM and projector) instead of a fresh LLM")
@@ -217,6 +250,7 @@ def main() -> None:
     b.add_argument("--image-root", default="data/world")
     b.add_argument("--n", type=int, default=64)
     b.add_argument("--digits", action="store_true")
+    b.add_argument("--split", default="train", help="the conversations whose id starts with this (train, test)")
     args = parser.parse_args()
     with torch_threads(1):
         result = learn(args) if args.what == "learn" else locality(args)
