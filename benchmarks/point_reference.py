@@ -141,7 +141,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     vlm.save(Path(args.out) / "vlm")  # for `locality` on boost conversations
     tokenizer.save_pretrained(Path(args.out) / "vlm" / "language_model")
     answers = generate_answers(vlm, tokenizer, [(test_images[ref], q) for ref, q, *_ in items], 24)
-    named = [a.strip().rstrip(".").endswith(what) for a, (_, _, _, what, _) in zip(answers, items, strict=True)]
+    right = (lambda a, what: a == what) if args.ask == "depth" else (lambda a, what: a.endswith(what))  # "13 m" is not "3 m"
+    named = [right(a.strip().rstrip("."), what) for a, (_, _, _, what, _) in zip(answers, items, strict=True)]
     test = ConversationDataset(test_records, tokenizer, encoder.preprocess, max_length=512,
                                image_loader=test_images.__getitem__)  # fmt: skip
     collate = SFTCollator(tokenizer.pad_token_id)
