@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import platform
 import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,19 @@ def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int
     (x, y), (height, width) = point, size
     share = energy[min(side - 1, y * side // height), min(side - 1, x * side // width)] / energy.sum()
     return float(share), float(loss)
+
+
+def other_image_loss(vlm: Any, batch: dict[str, Any], other: dict[str, Any]) -> float:
+    """The loss of `batch` (its question and answer) with `other`'s image in place of its own: equal
+    to the right image's loss when the answer does not depend on the image."""
+    with torch.no_grad():
+        return float(vlm(**{**batch, "pixel_values": other["pixel_values"]}).loss)
+
+
+def collated(data: ConversationDataset, pad_token_id: int) -> Callable[[int], dict[str, Any]]:
+    """i -> the one-item batch of data[i] (CPU), collated once however often it is asked for."""
+    collate = SFTCollator(pad_token_id)
+    return functools.cache(lambda i: collate([data[i]]).inputs(torch.device("cpu")))
 
 
 def learn(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,15 +160,14 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     named = [right(a.strip().rstrip("."), what) for a, (_, _, _, what, _) in zip(answers, items, strict=True)]
     test = ConversationDataset(test_records, tokenizer, encoder.preprocess, max_length=512,
                                image_loader=test_images.__getitem__)  # fmt: skip
-    collate = SFTCollator(tokenizer.pad_token_id)
+    batch_of = collated(test, tokenizer.pad_token_id)
     shares, mismatched = [], []
     for i in range(min(60, len(items))):
-        batch = collate([test[i]]).inputs(torch.device("cpu"))
-        shares.append(gradient_share(vlm, batch, items[i][4], (height, width)))
-        with torch.no_grad():  # another test image, same question and answer
-            mismatched.append(float(vlm(**{**batch, "pixel_values": collate([test[(i + 1) % len(items)]]).pixel_values}).loss))
-    numbers = [re.match(r"\s*(\d+)", a) for a in answers]
-    abs_err = [abs(int(m.group(1)) - int(what.split()[0])) for m, (*_, what, _) in zip(numbers, items, strict=True) if m]
+        shares.append(gradient_share(vlm, batch_of(i), items[i][4], (height, width)))
+        mismatched.append(other_image_loss(vlm, batch_of(i), batch_of((i + 1) % len(items))))
+    if args.ask == "depth":  # the error of every answer that starts with a number of metres
+        numbers = [re.match(r"\s*(\d+)", a) for a in answers]
+        abs_err = [abs(int(m.group(1)) - int(what.split()[0])) for m, (*_, what, _) in zip(numbers, items, strict=True) if m]
     n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
     return {"refs": args.refs, "llm": f"from {args.init}" if args.init else f"fresh, {args.layers} layers x {args.hidden}",
             "stage": args.stage, "seed": args.seed, "steps": result.steps,
@@ -189,19 +203,17 @@ def locality(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.params)
     data = ConversationDataset([r for r, _ in firsts], tokenizer, vlm.encoder.preprocess, image_root=args.image_root,
                                max_length=768)  # fmt: skip
-    collate = SFTCollator(tokenizer.pad_token_id)
+    batch_of = collated(data, tokenizer.pad_token_id)
     shares, mismatched = [], []
     for i, (_, point) in enumerate(firsts):
-        batch = collate([data[i]]).inputs(torch.device("cpu"))
+        batch = dict(batch_of(i))
         if args.digits:  # only the answer's digit tokens: the depth value itself
             labels = batch["labels"]
             keep = torch.tensor([[t >= 0 and tokenizer.convert_ids_to_tokens(int(t)).strip().isdigit() for t in row]
                                  for row in labels])  # fmt: skip
             batch["labels"] = torch.where(keep, labels, torch.full_like(labels, -100))
         shares.append(gradient_share(vlm, batch, point, (cfg.world.height, cfg.world.width)))
-        other = collate([data[(i + 1) % len(firsts)]]).pixel_values  # another scene's image, same question and answer
-        with torch.no_grad():
-            mismatched.append(float(vlm(**{**batch, "pixel_values": other}).loss))
+        mismatched.append(other_image_loss(vlm, batch, batch_of((i + 1) % len(firsts))))  # another scene's image
     n_tokens = vlm.encoder(torch.zeros(1, 3, *vlm.encoder.preprocess.size)).patch_tokens.shape[1]
     return {"vlm": args.vlm, "data": args.data, "loss_on": "digits" if args.digits else "answer",
             "grad_share_at_point": float(np.mean([s for s, _ in shares])), "uniform_share": 1 / n_tokens,
