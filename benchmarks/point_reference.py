@@ -11,7 +11,9 @@ sends back to the image tokens. "What is the depth at (107, 77)?" can teach the 
 loop; --stage boost: the method instead, LLM frozen) on referring questions alone ("What is at the point P?" -> "... is on the red cube") for
 --steps, P named by pixel coordinates, by normalised coordinates (LLaVA-1.5's region format) or
 by a drawn mark (data/marks.py); with --ask depth the question is the simplest depth question
-instead ("How far is point A from the camera?" -> "3 m.", whole metres). Held out: the share of
+instead ("How far is point A from the camera?" -> "3 m.", whole metres); --mix-spatial N adds the
+10-turn spatial conversations of N scenes of the bootstrap's own seed, with their images, as the
+bootstrap's instruct mix has them (so a taught LLM keeps their language). Held out: the share of
 answers naming the right thing (the right whole metres) and the loss with the right image and
 with another one (equal: the LLM answers without looking), and
 the share of the answer's gradient norm^2 (w.r.t. the projected image tokens) on the token of
@@ -50,10 +52,11 @@ from spatialboost.data.marks import Mark, draw_marks
 from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.runtime import torch_threads
-from spatialboost.train.bootstrap import generate_answers, new_vlm
+from spatialboost.train.bootstrap import generate_answers, new_vlm, spatial_text_samples
 from spatialboost.train.bootstrap_data import referring_points
 from spatialboost.train.data import ConversationDataset, SFTCollator, load_conversations
 from spatialboost.train.loop import train
+from spatialboost.train.spatial_text import spatial_conversations
 from spatialboost.train.stage import load_initial_model
 from spatialboost.world.dataset import render_image
 
@@ -145,11 +148,18 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     train_images, records, _ = make(1, args.images, 4)
+    if args.mix_spatial:  # the bootstrap's own spatial conversations with their images (marks), as its instruct mix
+        mix = cfg.model_copy(update={"bootstrap": cfg.bootstrap.model_copy(update={"spatial_text_scenes": args.mix_spatial}),
+                                     "synthesize": cfg.synthesize.model_copy(update={"point_refs": "marks" if args.refs == "marks" else "coordinates"})})  # fmt: skip
+        spatial = spatial_conversations(mix, spatial_text_samples(mix))
+        records += [record for _, record, _ in spatial]
+        train_images |= {record["image"]: rgb for _, record, rgb in spatial}
     test_images, test_records, items = make(2, 64, 3)
     vlm = vlm or new_vlm(cfg, encoder, tokenizer)
     loop = TrainConfig(stage=args.stage, seed=args.seed, epochs=1, max_steps=args.steps, lr=1e-3, global_batch_size=32,
-                       micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0)  # fmt: skip
-    data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=512,
+                       micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0,
+                       group_by_length=bool(args.mix_spatial))  # as the bootstrap batches its mixed lengths  # fmt: skip
+    data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=768 if args.mix_spatial else 512,
                                image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
     result = train(vlm, data, loop, Path(args.out) / "run", tracker=None, progress=False, name="point_reference")
     vlm.eval()
@@ -170,7 +180,7 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
         abs_err = [abs(int(m.group(1)) - int(what.split()[0])) for m, (*_, what, _) in zip(numbers, items, strict=True) if m]
     n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
     return {"refs": args.refs, "llm": f"from {args.init}" if args.init else f"fresh, {args.layers} layers x {args.hidden}",
-            "stage": args.stage, "seed": args.seed, "steps": result.steps,
+            "stage": args.stage, "seed": args.seed, "steps": result.steps, "mix_spatial": args.mix_spatial,
             "ask": args.ask, "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
             **({"abs_err_m": float(np.mean(abs_err)) if abs_err else None} if args.ask == "depth" else {}),
             "test_loss": float(np.mean([loss for _, loss in shares])), "loss_other_image": float(np.mean(mismatched)),
@@ -254,6 +264,9 @@ def main() -> None:
     a.add_argument("--ask", choices=("what", "depth"), default="what",
                    help="what is at the point (its object), or its depth in whole metres")
     a.add_argument("--images", type=int, default=1024)
+    a.add_argument("--mix-spatial", type=int, default=0, metavar="N",
+                   help="also train on the 10-turn spatial conversations (with their images) of N scenes of the "
+                   "bootstrap's own seed, as its instruct mix does (bootstrap.spatial_images): the LLM keeps their language")
     a.add_argument("--bootstrap", default="models/bootstrap", help="its encoder/ and tokenizer/ are used")
     a.add_argument("--init", default=None, help="start from this VLM folder (its LLM and projector) instead of a fresh LLM")
     a.add_argument("--out", default="models/exp/point_reference")
