@@ -104,8 +104,10 @@ def collated(data: ConversationDataset, pad_token_id: int) -> Callable[[int], di
 
 
 def learn(args: argparse.Namespace) -> dict[str, Any]:
+    mix = [f"bootstrap.spatial_text_scenes={args.mix_spatial}",  # the bootstrap's own conversations, points as --refs
+           f"synthesize.point_refs={'marks' if args.refs == 'marks' else 'coordinates'}"] if args.mix_spatial else []  # fmt: skip
     cfg = load_config(args.params, [f"bootstrap.llm.num_layers={args.layers}", f"bootstrap.llm.hidden_size={args.hidden}",
-                                    f"bootstrap.llm.intermediate_size={3 * args.hidden}"])  # fmt: skip
+                                    f"bootstrap.llm.intermediate_size={3 * args.hidden}", *mix])  # fmt: skip
     if args.init:  # continue from a trained VLM (its LLM and projector) instead of a fresh LLM
         vlm, tokenizer = load_initial_model(args.init)
         encoder = vlm.encoder
@@ -148,10 +150,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()
     train_images, records, _ = make(1, args.images, 4)
-    if args.mix_spatial:  # the bootstrap's own spatial conversations with their images (marks), as its instruct mix
-        mix = cfg.model_copy(update={"bootstrap": cfg.bootstrap.model_copy(update={"spatial_text_scenes": args.mix_spatial}),
-                                     "synthesize": cfg.synthesize.model_copy(update={"point_refs": "marks" if args.refs == "marks" else "coordinates"})})  # fmt: skip
-        spatial = spatial_conversations(mix, spatial_text_samples(mix))
+    if args.mix_spatial:  # the bootstrap's own spatial conversations with their images, as its instruct mix
+        spatial = spatial_conversations(cfg, spatial_text_samples(cfg))
         records += [record for _, record, _ in spatial]
         train_images |= {record["image"]: rgb for _, record, rgb in spatial}
     test_images, test_records, items = make(2, 64, 3)
