@@ -50,6 +50,7 @@ import torch
 from spatialboost.config import TrainConfig, load_config
 from spatialboost.data.marks import Mark, draw_marks
 from spatialboost.models.encoders import Dinov2Encoder
+from spatialboost.models.export import CONFIG_FILE, load_encoder
 from spatialboost.models.tokenizer import load_tokenizer
 from spatialboost.runtime import torch_threads
 from spatialboost.train.bootstrap import generate_answers, new_vlm, spatial_text_samples
@@ -112,7 +113,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
         vlm, tokenizer = load_initial_model(args.init)
         encoder = vlm.encoder
     else:
-        encoder = Dinov2Encoder.from_pretrained(Path(args.bootstrap) / "encoder")
+        folder = Path(args.bootstrap) / "encoder"  # a Hugging Face folder, or an encoder exported by the pipeline
+        encoder = load_encoder(folder) if (folder / CONFIG_FILE).is_file() else Dinov2Encoder.from_pretrained(folder)
         tokenizer = load_tokenizer(Path(args.bootstrap) / "tokenizer")
         vlm = None
     encoder.requires_grad_(False)
@@ -158,7 +160,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
     vlm = vlm or new_vlm(cfg, encoder, tokenizer)
     loop = TrainConfig(stage=args.stage, seed=args.seed, epochs=1, max_steps=args.steps, lr=1e-3, global_batch_size=32,
                        micro_batch_size=32, warmup_ratio=0.03, checkpoint_every=0,
-                       group_by_length=bool(args.mix_spatial))  # as the bootstrap batches its mixed lengths  # fmt: skip
+                       group_by_length=bool(args.mix_spatial),  # as the bootstrap batches its mixed lengths
+                       train_projector=not args.frozen_projector)  # fmt: skip
     data = ConversationDataset(records, tokenizer, encoder.preprocess, max_length=768 if args.mix_spatial else 512,
                                image_loader=train_images.__getitem__, cache_images=True)  # fmt: skip
     result = train(vlm, data, loop, Path(args.out) / "run", tracker=None, progress=False, name="point_reference")
@@ -180,7 +183,8 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
         abs_err = [abs(int(m.group(1)) - int(what.split()[0])) for m, (*_, what, _) in zip(numbers, items, strict=True) if m]
     n_tokens = vlm.encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1]
     return {"refs": args.refs, "llm": f"from {args.init}" if args.init else f"fresh, {args.layers} layers x {args.hidden}",
-            "stage": args.stage, "seed": args.seed, "steps": result.steps, "mix_spatial": args.mix_spatial,
+            "stage": args.stage, **({"train_projector": not args.frozen_projector} if args.stage == "boost" else {}),
+            "seed": args.seed, "steps": result.steps, "mix_spatial": args.mix_spatial,
             "ask": args.ask, "final_loss": round(result.final_loss, 4), "named_right": float(np.mean(named)),
             **({"abs_err_m": float(np.mean(abs_err)) if abs_err else None} if args.ask == "depth" else {}),
             "test_loss": float(np.mean([loss for _, loss in shares])), "loss_other_image": float(np.mean(mismatched)),
@@ -267,7 +271,10 @@ def main() -> None:
     a.add_argument("--mix-spatial", type=int, default=0, metavar="N",
                    help="also train on the 10-turn spatial conversations (with their images) of N scenes of the "
                    "bootstrap's own seed, as its instruct mix does (bootstrap.spatial_images): the LLM keeps their language")
-    a.add_argument("--bootstrap", default="models/bootstrap", help="its encoder/ and tokenizer/ are used")
+    a.add_argument("--frozen-projector", action="store_true",
+                   help="boost stage: only the encoder's dual-channel parameters train (train.train_projector=false)")
+    a.add_argument("--bootstrap", default="models/bootstrap",
+                   help="its encoder/ (a Hugging Face or an exported encoder folder) and tokenizer/ are used")
     a.add_argument("--init", default=None, help="start from this VLM folder (its LLM and projector) instead of a fresh LLM")
     a.add_argument("--out", default="models/exp/point_reference")
     b = sub.add_parser("locality")
