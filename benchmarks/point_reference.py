@@ -2,6 +2,7 @@
 
     python benchmarks/point_reference.py learn --refs pixel|norm|marks [--layers 2] [--steps 300]
     python benchmarks/point_reference.py locality --vlm models/bootstrap/vlm --data data/qa [--digits]
+    python benchmarks/point_reference.py point-probe --vlm models/bootstrap/vlm
 
 The boost stage freezes the LLM, so the encoder only learns what the frozen LLM's answer loss
 sends back to the image tokens. "What is the depth at (107, 77)?" can teach the token at
@@ -18,6 +19,12 @@ answers naming the right thing (the right whole metres) and the loss with the ri
 with another one (equal: the LLM answers without looking), and
 the share of the answer's gradient norm^2 (w.r.t. the projected image tokens) on the token of
 P, against the uniform share 1/N.
+
+--frozen-projector (boost stage) keeps the projector fixed, so every change is the encoder's; --bootstrap
+may name a folder whose encoder/ is one the pipeline exported (a fresh LLM over a trained encoder).
+
+`point-probe`: a ridge probe of the depth of each of learn's points from the encoder's one token at
+the point, on the image with the point's mark and without it, beside a patch-position-only probe.
 
 `locality`: the same gradient share for the first pixel-level turn of real boost conversations
 (the depth at one point) through a given VLM, the loss on the whole answer or (--digits) on its
@@ -40,7 +47,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,7 @@ import torch
 
 from spatialboost.config import TrainConfig, load_config
 from spatialboost.data.marks import Mark, draw_marks
+from spatialboost.evaluate.closed_form import fit_ridge, one_hot
 from spatialboost.models.encoders import Dinov2Encoder
 from spatialboost.models.export import CONFIG_FILE, load_encoder
 from spatialboost.models.tokenizer import load_tokenizer
@@ -104,6 +112,18 @@ def collated(data: ConversationDataset, pad_token_id: int) -> Callable[[int], di
     return functools.cache(lambda i: collate([data[i]]).inputs(torch.device("cpu")))
 
 
+def scene_points(cfg: Any, split_seed: int, n: int, per_image: int) -> Iterator[tuple[str, Any, tuple[int, int, str]]]:
+    """(ref, rendering, (x, y, what is there)) for up to per_image referring points of each of n scenes
+    rendered in memory with their own seed (split_seed 1: learn's training scenes, 2: its held-out ones)."""
+    rng = np.random.default_rng(split_seed)
+    world = cfg.world.model_copy(update={"seed": cfg.world.seed + 1000 + split_seed})
+    for i in range(n):
+        rendering, annotation = render_image(world, "bootstrap", i, f"r{split_seed}-{i}")
+        points = referring_points(rendering.instances, rendering.depth, annotation, rng, per_image, 30)
+        for j, point in enumerate(points):
+            yield f"r{split_seed}-{i}-{j}", rendering, point
+
+
 def learn(args: argparse.Namespace) -> dict[str, Any]:
     mix = [f"bootstrap.spatial_text_scenes={args.mix_spatial}",  # the bootstrap's own conversations, points as --refs
            f"synthesize.point_refs={'marks' if args.refs == 'marks' else 'coordinates'}"] if args.mix_spatial else []  # fmt: skip
@@ -128,26 +148,20 @@ def learn(args: argparse.Namespace) -> dict[str, Any]:
         return f"the point ({(x + 0.5) / width:.2f}, {(y + 0.5) / height:.2f})"
 
     def make(split_seed: int, n: int, per_image: int) -> tuple[dict, list, list]:
-        rng = np.random.default_rng(split_seed)
-        world = cfg.world.model_copy(update={"seed": cfg.world.seed + 1000 + split_seed})
         images, records, items = {}, [], []
-        for i in range(n):
-            rendering, annotation = render_image(world, "bootstrap", i, f"r{split_seed}-{i}")
-            for j, (x, y, what) in enumerate(referring_points(rendering.instances, rendering.depth, annotation, rng,
-                                                              per_image, 30)):  # fmt: skip
-                ref = f"r{split_seed}-{i}-{j}"
-                marks = [Mark("A", x, y)] if args.refs == "marks" else []
-                images[ref] = draw_marks(rendering.rgb, marks)
-                if args.ask == "depth":  # the simplest depth question: whole metres, one turn
-                    if rendering.depth[y, x] <= 0:  # sky
-                        continue
-                    what = f"{round(float(rendering.depth[y, x]))} m"
-                    question, answer = f"How far is {name(x, y)} from the camera?", f"{what}."
-                else:
-                    question, answer = f"What is at {name(x, y)}?", f"{name(x, y)[:1].upper()}{name(x, y)[1:]} is on {what}."
-                records.append({"id": ref, "image": ref, "conversations": [
-                    {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})  # fmt: skip
-                items.append((ref, question, answer, what, (x, y)))
+        for ref, rendering, (x, y, what) in scene_points(cfg, split_seed, n, per_image):
+            marks = [Mark("A", x, y)] if args.refs == "marks" else []
+            images[ref] = draw_marks(rendering.rgb, marks)
+            if args.ask == "depth":  # the simplest depth question: whole metres, one turn
+                if rendering.depth[y, x] <= 0:  # sky
+                    continue
+                what = f"{round(float(rendering.depth[y, x]))} m"
+                question, answer = f"How far is {name(x, y)} from the camera?", f"{what}."
+            else:
+                question, answer = f"What is at {name(x, y)}?", f"{name(x, y)[:1].upper()}{name(x, y)[1:]} is on {what}."
+            records.append({"id": ref, "image": ref, "conversations": [
+                {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})  # fmt: skip
+            items.append((ref, question, answer, what, (x, y)))
         return images, records, items
 
     start = time.perf_counter()
@@ -235,6 +249,46 @@ def locality(args: argparse.Namespace) -> dict[str, Any]:
             "split": args.split, "n_items": len(shares)}  # fmt: skip
 
 
+def point_probe(args: argparse.Namespace) -> dict[str, Any]:
+    """Does an encoder's token at a point carry that point's depth, on images with the point's drawn
+    mark (what the boost saw) and on the same images without it (what the dense probes see)?"""
+    cfg = load_config(args.params)
+    vlm, _ = load_initial_model(args.vlm)
+    encoder = vlm.encoder.eval()
+    side = None
+
+    def features(split_seed: int, n: int, per_image: int) -> dict[str, np.ndarray]:
+        nonlocal side
+        rows: dict[str, list] = {"marked": [], "unmarked": [], "position": [], "depth": []}
+        for _, rendering, (x, y, _what) in scene_points(cfg, split_seed, n, per_image):
+            if rendering.depth[y, x] <= 0:  # sky
+                continue
+            with torch.no_grad():
+                tokens = encoder(encoder.preprocess(np.stack([draw_marks(rendering.rgb, [Mark("A", x, y)]),
+                                                              rendering.rgb]))).patch_tokens  # fmt: skip
+            side = int(round(tokens.shape[1] ** 0.5))
+            height, width = rendering.rgb.shape[:2]
+            cell = min(side - 1, y * side // height) * side + min(side - 1, x * side // width)
+            rows["marked"].append(tokens[0, cell].numpy())
+            rows["unmarked"].append(tokens[1, cell].numpy())
+            rows["position"].append(one_hot(np.array([cell]), side * side)[0])
+            rows["depth"].append(float(rendering.depth[y, x]))
+        return {k: np.asarray(v) for k, v in rows.items()}
+
+    fit, held_out = features(1, args.images, 4), features(2, 64, 3)  # learn's training and held-out scenes
+    cut = int(0.8 * len(fit["depth"]))  # the penalty is chosen on the last fifth of the training points
+
+    def rmse(kind: str) -> float:
+        def score(pred: np.ndarray) -> float:
+            return -float(np.sqrt(np.mean((pred[:, 0] - fit["depth"][cut:]) ** 2)))
+
+        head = fit_ridge(fit[kind][:cut], fit["depth"][:cut], None, fit[kind][cut:], score)
+        return float(np.sqrt(np.mean((head.predict(held_out[kind])[:, 0] - held_out["depth"]) ** 2)))
+
+    return {"vlm": args.vlm, "n_fit": len(fit["depth"]), "n_test": len(held_out["depth"]), "tokens": side * side,
+            "rmse_marked": rmse("marked"), "rmse_unmarked": rmse("unmarked"), "rmse_position_only": rmse("position")}
+
+
 def write_markdown(entries: dict[str, Any]) -> None:
     lines = ["# Does the answer's gradient reach the token the question is about?", "",
              "`python benchmarks/point_reference.py` (module docstring). Gradient share: the share of the answer",
@@ -284,9 +338,13 @@ def main() -> None:
     b.add_argument("--n", type=int, default=64)
     b.add_argument("--digits", action="store_true")
     b.add_argument("--split", default="train", help="the conversations whose id starts with this (train, test)")
+    c = sub.add_parser("point-probe", help="ridge probe of a point's depth from the encoder's token there, "
+                       "with and without the point's drawn mark, beside a patch-position-only probe")
+    c.add_argument("--vlm", required=True)
+    c.add_argument("--images", type=int, default=512, help="training scenes (learn's, 4 points each)")
     args = parser.parse_args()
     with torch_threads(1):
-        result = learn(args) if args.what == "learn" else locality(args)
+        result = {"learn": learn, "locality": locality, "point-probe": point_probe}[args.what](args)
     path = RESULTS / "point_reference.json"
     entries = json.loads(path.read_text()) if path.is_file() else {}
     entries[args.label] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
