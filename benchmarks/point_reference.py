@@ -255,10 +255,10 @@ def point_probe(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.params)
     vlm, _ = load_initial_model(args.vlm)
     encoder = vlm.encoder.eval()
-    side = None
+    with torch.no_grad():
+        side = int(round(encoder(torch.zeros(1, 3, *encoder.preprocess.size)).patch_tokens.shape[1] ** 0.5))
 
     def features(split_seed: int, n: int, per_image: int) -> dict[str, np.ndarray]:
-        nonlocal side
         rows: dict[str, list] = {"marked": [], "unmarked": [], "position": [], "depth": []}
         for _, rendering, (x, y, _what) in scene_points(cfg, split_seed, n, per_image):
             if rendering.depth[y, x] <= 0:  # sky
@@ -266,7 +266,6 @@ def point_probe(args: argparse.Namespace) -> dict[str, Any]:
             with torch.no_grad():
                 tokens = encoder(encoder.preprocess(np.stack([draw_marks(rendering.rgb, [Mark("A", x, y)]),
                                                               rendering.rgb]))).patch_tokens  # fmt: skip
-            side = int(round(tokens.shape[1] ** 0.5))
             height, width = rendering.rgb.shape[:2]
             cell = min(side - 1, y * side // height) * side + min(side - 1, x * side // width)
             rows["marked"].append(tokens[0, cell].numpy())
