@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import itertools
 import json
 import platform
 import re
@@ -94,9 +95,15 @@ def gradient_share(vlm: Any, batch: Any, point: tuple[int, int], size: tuple[int
     energy = (features["out"].grad[0] ** 2).sum(-1)  # (N,)
     side = int(round(energy.numel() ** 0.5))
     energy = energy.reshape(side, side)
-    (x, y), (height, width) = point, size
-    share = energy[min(side - 1, y * side // height), min(side - 1, x * side // width)] / energy.sum()
+    share = energy[token_cell(point, size, side)] / energy.sum()
     return float(share), float(loss)
+
+
+def token_cell(point: tuple[int, int], size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(row, column) of the token of a side x side grid that pixel point (x, y) of an image of
+    size (height, width) falls in."""
+    (x, y), (height, width) = point, size
+    return min(side - 1, y * side // height), min(side - 1, x * side // width)
 
 
 def other_image_loss(vlm: Any, batch: dict[str, Any], other: dict[str, Any]) -> float:
@@ -260,18 +267,21 @@ def point_probe(args: argparse.Namespace) -> dict[str, Any]:
 
     def features(split_seed: int, n: int, per_image: int) -> dict[str, np.ndarray]:
         rows: dict[str, list] = {"marked": [], "unmarked": [], "position": [], "depth": []}
-        for _, rendering, (x, y, _what) in scene_points(cfg, split_seed, n, per_image):
-            if rendering.depth[y, x] <= 0:  # sky
+        scenes = itertools.groupby(scene_points(cfg, split_seed, n, per_image), key=lambda p: p[0].rsplit("-", 1)[0])
+        for _, scene in scenes:  # one forward pass per scene: each point's marked image, then the unmarked one
+            points = [(rendering, (x, y)) for _, rendering, (x, y, _what) in scene if rendering.depth[y, x] > 0]  # no sky
+            if not points:
                 continue
+            rgb = points[0][0].rgb
             with torch.no_grad():
-                tokens = encoder(encoder.preprocess(np.stack([draw_marks(rendering.rgb, [Mark("A", x, y)]),
-                                                              rendering.rgb]))).patch_tokens  # fmt: skip
-            height, width = rendering.rgb.shape[:2]
-            cell = min(side - 1, y * side // height) * side + min(side - 1, x * side // width)
-            rows["marked"].append(tokens[0, cell].numpy())
-            rows["unmarked"].append(tokens[1, cell].numpy())
-            rows["position"].append(one_hot(np.array([cell]), side * side)[0])
-            rows["depth"].append(float(rendering.depth[y, x]))
+                images = [draw_marks(rgb, [Mark("A", x, y)]) for _, (x, y) in points] + [rgb]
+                tokens = encoder(encoder.preprocess(np.stack(images))).patch_tokens
+            for k, (rendering, point) in enumerate(points):
+                row, col = token_cell(point, rgb.shape[:2], side)
+                rows["marked"].append(tokens[k, row * side + col].numpy())
+                rows["unmarked"].append(tokens[-1, row * side + col].numpy())
+                rows["position"].append(one_hot(np.array([row * side + col]), side * side)[0])
+                rows["depth"].append(float(rendering.depth[point[1], point[0]]))
         return {k: np.asarray(v) for k, v in rows.items()}
 
     fit, held_out = features(1, args.images, 4), features(2, 64, 3)  # learn's training and held-out scenes
